@@ -1,0 +1,268 @@
+"""PostgreSQL side of a load: table DDL, one transaction, streaming COPY; psycopg 3 or psycopg2."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from s3_postgres_copy.identifiers import check_name, split_table, table_identifier
+from s3_postgres_copy.stream import open_chunks
+
+COPY_READ_SIZE = 1 << 20
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    try:
+        import psycopg2
+    except ImportError:  # psycopg2 is optional
+        return (psycopg.Error,)
+    return (psycopg.Error, psycopg2.Error)
+
+
+DRIVER_ERRORS = _driver_errors()
+"""Errors the database drivers raise (psycopg 3, and psycopg2 when installed)."""
+_COPY_LINE = re.compile(r"\bCOPY [^,]+, line (\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Names of the target table's columns; any metadata column may be ``None`` (left out).
+
+    The table's other columns keep their defaults.
+    """
+
+    document: str = "document"
+    source_key: str | None = "source_key"
+    source_etag: str | None = "source_etag"
+    batch_id: str | None = "batch_id"
+    loaded_at: str | None = "loaded_at"
+    source_line: str | None = "source_line"
+
+    TYPES = {
+        "document": "jsonb NOT NULL",
+        "source_key": "text",
+        "source_etag": "text",
+        "batch_id": "text",
+        "loaded_at": "timestamptz",
+        "source_line": "bigint",
+    }
+    CONSTANTS = ("source_key", "source_etag", "batch_id", "loaded_at")
+
+    def __post_init__(self) -> None:
+        names = [name for _, name in self.roles()]
+        for name in names:
+            check_name(name)
+        if len(set(names)) != len(names):
+            raise ValueError(f"column names must differ, got {names}")
+
+    def roles(self) -> list[tuple[str, str]]:
+        """``(role, column name)`` in COPY order: document, constant metadata, line number last."""
+        order = ("document", *self.CONSTANTS, "source_line")
+        return [(role, getattr(self, role)) for role in order if getattr(self, role) is not None]
+
+    def constant_roles(self) -> list[str]:
+        """The metadata roles that are constant for a load, in COPY order."""
+        return [role for role in self.CONSTANTS if getattr(self, role) is not None]
+
+
+def driver_of(conn: Any) -> str:
+    """``"psycopg"`` for a psycopg 3 connection, ``"psycopg2"`` for psycopg2."""
+    module = type(conn).__module__
+    if module.startswith("psycopg2"):
+        return "psycopg2"
+    if module.startswith("psycopg"):
+        return "psycopg"
+    raise TypeError(f"unsupported connection type {type(conn).__module__}.{type(conn).__name__}")
+
+
+def copy_error_row(err: BaseException) -> int | None:
+    """The 1-based COPY input line a server error points at, if any."""
+    diag = getattr(err, "diag", None)
+    context = getattr(diag, "context", None) or ""
+    match = _COPY_LINE.search(context)
+    return int(match.group(1)) if match else None
+
+
+def error_reason(err: BaseException) -> str:
+    """The server's message and detail, without the COPY context (which quotes row data)."""
+    diag = getattr(err, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if not primary:
+        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    detail = getattr(diag, "message_detail", None)
+    return f"{primary}: {detail}" if detail else primary
+
+
+def is_data_error(err: BaseException) -> bool:
+    """Whether a server error is about one row's data (SQLSTATE classes 22 and 23)."""
+    code = getattr(getattr(err, "diag", None), "sqlstate", None) or ""
+    return code[:2] in ("22", "23")
+
+
+class PostgresSink:
+    """One load's transaction on a DB-API connection from ``PostgresHook.get_conn()``.
+
+    :param conn: a psycopg 3 or psycopg2 connection; autocommit is switched off.
+    :param table: ``table`` or ``schema.table``.
+    :param columns: the target columns.
+    """
+
+    def __init__(self, conn: Any, table: str, columns: Columns) -> None:
+        self.conn = conn
+        self.driver = driver_of(conn)
+        self.table_name = table
+        self.table = table_identifier(table)
+        self.rejects_table = table_identifier(table, "_rejects")
+        self.columns = columns
+        if conn.autocommit:
+            conn.autocommit = False
+        self.cursor = conn.cursor()
+        names = sql.SQL(", ").join(sql.Identifier(name) for _, name in columns.roles())
+        self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(self.table, names)
+
+    # -- SQL helpers -----------------------------------------------------------------------
+    def _render(self, query: sql.Composable) -> Any:
+        return query if self.driver == "psycopg" else query.as_string(None)
+
+    def execute(self, query: sql.Composable, params: Sequence[Any] | None = None) -> Any:
+        """Run one statement; return the cursor."""
+        self.cursor.execute(self._render(query), params)
+        return self.cursor
+
+    def scalar(self, query: sql.Composable, params: Sequence[Any] | None = None) -> Any:
+        """Run a query returning one value."""
+        row = self.execute(query, params).fetchone()
+        return None if row is None else row[0]
+
+    # -- DDL ---------------------------------------------------------------------------------
+    def table_columns(self, suffix: str = "") -> set[str] | None:
+        """The column names of the target (or rejects) table, or None if it does not exist."""
+        parts = split_table(self.table_name)
+        qualified = sql.Identifier(*parts[:-1], parts[-1] + suffix).as_string(None)
+        oid = self.scalar(sql.SQL("SELECT to_regclass(%s)::oid"), [qualified])
+        if oid is None:
+            return None
+        rows = self.execute(
+            sql.SQL("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped"),
+            [oid],
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    def prepare(self, *, create_table: bool, with_rejects: bool) -> None:
+        """Create the tables if allowed and missing; check that the columns exist."""
+        existing = self.table_columns()
+        if existing is None:
+            if not create_table:
+                raise ValueError(f"table {self.table_name} does not exist and create_table is False")
+            defs = sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(Columns.TYPES[role]))
+                for role, name in self.columns.roles()
+            )
+            self.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self.table, defs))
+            if self.columns.source_key is not None:
+                index = sql.Identifier(split_table(self.table_name)[-1][:50] + "_source_key_idx")
+                self.execute(
+                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                        index, self.table, sql.Identifier(self.columns.source_key)
+                    )
+                )
+        else:
+            missing = [name for _, name in self.columns.roles() if name not in existing]
+            if missing:
+                raise ValueError(
+                    f"table {self.table_name} has no column(s) {', '.join(missing)}; "
+                    f"it has {', '.join(sorted(existing))}. Set the column names or leave them out (None)."
+                )
+        if with_rejects and self.table_columns("_rejects") is None:
+            if not create_table:
+                raise ValueError(f"table {self.table_name}_rejects does not exist and create_table is False")
+            self.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (batch_id text, source_key text, source_line bigint, "
+                    "raw text, error text, rejected_at timestamptz NOT NULL DEFAULT now())"
+                ).format(self.rejects_table)
+            )
+
+    # -- the transaction -------------------------------------------------------------------
+    def lock_source(self, key: str) -> None:
+        """Serialise loads of the same object into the same table until commit."""
+        self.execute(sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [f"{self.table_name}:{key}"])
+
+    def delete_source(self, key: str, *, rejects: bool) -> int:
+        """Delete the rows of an earlier load of ``key``; return how many."""
+        if self.columns.source_key is None:
+            raise ValueError("mode='replace' needs the source_key column; use mode='append' without it")
+        cur = self.execute(
+            sql.SQL("DELETE FROM {} WHERE {} = %s").format(self.table, sql.Identifier(self.columns.source_key)),
+            [key],
+        )
+        deleted = int(cur.rowcount)
+        if rejects and self.table_columns("_rejects") is not None:
+            self.execute(sql.SQL("DELETE FROM {} WHERE source_key = %s").format(self.rejects_table), [key])
+        return deleted
+
+    def copy(self, payloads: Iterable[bytes]) -> None:
+        """Run one ``COPY ... FROM STDIN`` fed by ``payloads`` (COPY text rows)."""
+        if self.driver == "psycopg":
+            with self.cursor.copy(self.copy_sql) as copy:
+                for payload in payloads:
+                    copy.write(payload)
+            return
+        failure: list[BaseException] = []
+
+        def guarded() -> Iterable[bytes]:
+            try:
+                yield from payloads
+            except BaseException as err:  # psycopg2 would hide it behind its own error
+                failure.append(err)
+                raise
+
+        stream = open_chunks(guarded(), COPY_READ_SIZE)
+        try:
+            self.cursor.copy_expert(self._render(self.copy_sql), stream, size=COPY_READ_SIZE)
+        except Exception:
+            if failure:
+                raise failure[0] from None
+            raise
+        finally:
+            stream.close()
+
+    def savepoint(self) -> None:
+        """Start a savepoint for one segment (tolerant mode)."""
+        self.execute(sql.SQL("SAVEPOINT s3_postgres_copy_segment"))
+
+    def release(self) -> None:
+        """Keep the segment."""
+        self.execute(sql.SQL("RELEASE SAVEPOINT s3_postgres_copy_segment"))
+
+    def rollback_segment(self) -> None:
+        """Undo the segment only."""
+        self.execute(sql.SQL("ROLLBACK TO SAVEPOINT s3_postgres_copy_segment"))
+
+    def insert_rejects(self, rows: Sequence[tuple[str | None, str, int, str, str]]) -> None:
+        """Write rejected records: ``(batch_id, source_key, source_line, raw, error)``."""
+        if rows:
+            self.cursor.executemany(
+                self._render(
+                    sql.SQL(
+                        "INSERT INTO {} (batch_id, source_key, source_line, raw, error) VALUES (%s, %s, %s, %s, %s)"
+                    ).format(self.rejects_table)
+                ),
+                rows,
+            )
+
+    def commit(self) -> None:
+        """Commit the load."""
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        """Undo everything; never raises (the connection may already be gone)."""
+        try:
+            self.conn.rollback()
+        except Exception:  # noqa: BLE001, S110 - the original error matters, not this one
+            pass
