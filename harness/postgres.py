@@ -142,8 +142,14 @@ class ThrowawayPostgres(_DsnMixin):
         bin_dir: str | Path | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
+        die_with_parent: bool = True,
     ) -> None:
-        """Configure (but do not start) the server; ``settings`` become ``-c`` flags."""
+        """Configure (but do not start) the server; ``settings`` become ``-c`` flags.
+
+        ``die_with_parent`` wraps ``postgres`` in ``setpriv --pdeathsig SIGQUIT`` (when
+        available) so it shuts down even if this process is SIGKILLed.  The signal fires
+        when the *thread* that called ``start()`` exits, so start it from a long-lived one.
+        """
         self.host = host
         self.user = PG_SUPERUSER
         self.dbname = DEFAULT_DBNAME
@@ -156,6 +162,7 @@ class ThrowawayPostgres(_DsnMixin):
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._as_root = os.geteuid() == 0
+        self._die_with_parent = die_with_parent
 
     # -- properties -------------------------------------------------------
     @property
@@ -223,9 +230,7 @@ class ThrowawayPostgres(_DsnMixin):
                     shutil.chown(p, user=PG_SUPERUSER, group=PG_SUPERUSER)
                 self._tmpdir.chmod(0o755)
             self._initdb()
-            self._port = self._requested_port or find_free_port(self.host)
-            self._launch()
-            self._wait_ready()
+            self._launch_with_port_retry()
         except BaseException:
             self.stop()
             raise
@@ -275,6 +280,23 @@ class ThrowawayPostgres(_DsnMixin):
         assert last is not None
         raise RuntimeError(f"initdb failed ({last.returncode}):\n{last.stdout}\n{last.stderr}")
 
+    def _launch_with_port_retry(self, attempts: int = 3) -> None:
+        """Launch and wait; on a lost free-port race (bind failure) retry with a new port."""
+        for attempt in range(1, attempts + 1):
+            self._port = self._requested_port or find_free_port(self.host)
+            self._launch()
+            try:
+                self._wait_ready()
+                return
+            except RuntimeError:
+                lost_race = "could not bind" in self.log_tail() or "already in use" in self.log_tail()
+                if not lost_race or self._requested_port or attempt == attempts:
+                    raise
+                log.warning("port %s was taken; retrying PostgreSQL on another port", self._port)
+                if self._log_file is not None:
+                    self._log_file.close()
+                    self._log_file = None
+
     def _launch(self) -> None:
         cmd = [
             str(self.bin_dir / "postgres"),
@@ -287,7 +309,10 @@ class ThrowawayPostgres(_DsnMixin):
         ]
         for key, value in self.settings.items():
             cmd += ["-c", f"{key}={value}"]
-        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        setpriv = shutil.which("setpriv") if self._die_with_parent else None
+        if setpriv:
+            cmd = [setpriv, "--pdeathsig", "SIGQUIT", *cmd]
+        self._log_file = open(self.log_path, "wb")  # closed in stop()
         self._proc = subprocess.Popen(
             cmd,
             stdout=self._log_file,

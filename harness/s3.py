@@ -6,9 +6,9 @@ import logging
 from types import TracebackType
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
+import boto3
 import requests
-from botocore.config import Config  # type: ignore[import-untyped]
+from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 S3Client = Any  # boto3 ships no stubs here; keep the alias for readability

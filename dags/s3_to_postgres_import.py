@@ -1,0 +1,238 @@
+"""Nightly bulk import of provider-directory files from S3 into PostgreSQL.
+
+``validate`` → ``load`` (one mapped ``S3ToPostgresCopyOperator`` per object) → ``check_row_count``.
+Nothing heavy happens at parse time: hooks, I/O and template rendering run inside tasks.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pendulum
+
+from airflow.sdk import DAG, Asset, Param, task
+from s3_postgres_copy import S3ToPostgresCopyOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+DAG_ID = "s3_to_postgres_import"
+DEFAULT_BUCKET = "imports"
+DEFAULT_TABLE = "provider_directory"
+DEFAULT_KEY_TEMPLATE = "imports/{{ ds }}/providers.jsonl.gz"
+# The API document builder: replace it with your application's own (a "package.module:function" path).
+TRANSFORM = "provider_directory.documents:build_provider_document"
+TABLE_ASSET = Asset(name="provider_directory_table", uri="postgres://warehouse:5432/postgres/public/provider_directory")
+
+DOC = """
+### S3 → PostgreSQL bulk import
+
+Loads the provider-directory file for the run's **logical date** from S3 with `COPY FROM STDIN`
+(streamed through a pre-signed URL, never written to disk), one transaction per object.
+
+* **Nightly**: the key defaults to `imports/{{ ds }}/providers.jsonl.gz` for the logical date.
+* **By hand**: *Trigger DAG w/ config* shows a form: bucket, key (empty = from the date), or a
+  prefix (every object under it, one mapped load each), table, format, mode, max_bad_rows.
+* **Backfill**: `airflow backfill create --dag-id s3_to_postgres_import --from-date 2026-11-01
+  --to-date 2026-11-03` loads each date's file once; re-running a date *replaces* that file's rows.
+
+Tasks: `validate` (object exists and is not empty, format recognised, table usable, connections
+resolve) → `load` → `check_row_count` (rows in the table for each object == rows the load reported).
+"""
+
+PARAMS = {
+    "bucket": Param(
+        DEFAULT_BUCKET,
+        type="string",
+        minLength=3,
+        maxLength=63,
+        pattern=r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$",
+        title="S3 bucket",
+        description="The bucket holding the import files.",
+    ),
+    "key": Param(
+        DEFAULT_KEY_TEMPLATE,
+        type="string",
+        title="Object key",
+        description="A Jinja template on the logical date; ignored when a prefix is given. "
+        "Default: imports/{{ ds }}/providers.jsonl.gz",
+    ),
+    "prefix": Param(
+        "",
+        type="string",
+        title="Prefix (optional)",
+        description="Load every object under this prefix instead of one key, each as its own mapped load.",
+    ),
+    "table": Param(
+        DEFAULT_TABLE,
+        type="string",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$",
+        title="Target table",
+        description="table or schema.table; created if it does not exist.",
+    ),
+    "format": Param(
+        "auto",
+        type="string",
+        enum=["auto", "jsonl", "csv"],
+        title="Format",
+        description="auto: from the key's suffix and the first bytes.",
+    ),
+    "mode": Param(
+        "replace",
+        type="string",
+        enum=["replace", "append"],
+        title="Mode",
+        description="replace: delete the object's earlier rows in the same transaction (re-runs never duplicate).",
+    ),
+    "max_bad_rows": Param(
+        0,
+        type="integer",
+        minimum=0,
+        title="Max bad rows",
+        description="0: the first bad record fails the load. N: up to N bad records go to <table>_rejects.",
+    ),
+}
+
+
+def _render(template: str, context: Context) -> str:
+    """Render a Jinja template (the key param) against the task context."""
+    return str(context["task"].render_template(template, context))
+
+
+def _resolve_objects(params: dict[str, Any], context: Context) -> list[str]:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    bucket = params["bucket"]
+    hook = S3Hook(aws_conn_id="aws_default")
+    prefix = _render(params["prefix"], context).strip() if params.get("prefix") else ""
+    if prefix:
+        keys = [key for key in hook.list_keys(bucket_name=bucket, prefix=prefix) or [] if not key.endswith("/")]
+        if not keys:
+            raise ValueError(f"no objects under s3://{bucket}/{prefix}")
+        return sorted(keys)
+    key = _render(params["key"] or DEFAULT_KEY_TEMPLATE, context).strip()
+    if not key:
+        raise ValueError("the key param rendered to an empty string")
+    return [key]
+
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Bulk-load provider-directory files from S3 into PostgreSQL with COPY",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # two runs must not load into the same table at once
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=15),
+    },
+    params=PARAMS,
+    doc_md=DOC,
+    tags=["s3", "postgres", "bulk-load"],
+) as dag:
+
+    @task(retries=0, doc_md="Check the object(s), their format, the table and the connections before loading.")
+    def validate(**context: Any) -> list[dict[str, Any]]:
+        """Fail with the exact reason unless everything the load needs is in place."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+        from botocore.exceptions import ClientError
+
+        from s3_postgres_copy.identifiers import split_table
+        from s3_postgres_copy.preflight import HEAD_BYTES, check_table, sniff_object
+
+        params = context["params"]
+        split_table(params["table"])
+        for conn_id in ("aws_default", "postgres_default"):
+            try:
+                PostgresHook.get_connection(conn_id)
+            except Exception as err:
+                raise ValueError(f"connection {conn_id!r} is not defined: {err}") from None
+        conn = PostgresHook(postgres_conn_id="postgres_default").get_conn()
+        try:
+            state = check_table(conn, params["table"])
+        finally:
+            conn.close()
+        log = context["ti"].log
+        log.info("Table %s %s", params["table"], state)
+
+        bucket = params["bucket"]
+        client = S3Hook(aws_conn_id="aws_default").get_conn()
+        run_id = context["run_id"]
+        keys = _resolve_objects(params, context)
+        loads = []
+        for key in keys:
+            try:
+                head = client.head_object(Bucket=bucket, Key=key)
+            except ClientError as err:
+                code = err.response.get("Error", {}).get("Code", "")
+                if code in ("404", "NoSuchKey", "NotFound"):
+                    raise ValueError(f"s3://{bucket}/{key} does not exist") from None
+                raise ValueError(f"s3://{bucket}/{key} cannot be read: {code or err}") from None
+            if not head.get("ContentLength"):
+                raise ValueError(f"s3://{bucket}/{key} is empty (0 bytes)")
+            first = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{HEAD_BYTES - 1}")["Body"].read()
+            fmt, compression = sniff_object(key, first, format=params["format"])
+            log.info("s3://%s/%s: %d bytes, %s, %s", bucket, key, head["ContentLength"], fmt, compression)
+            loads.append(
+                {
+                    "s3_bucket": bucket,
+                    "s3_key": key,
+                    "table": params["table"],
+                    "format": fmt,
+                    "mode": params["mode"],
+                    "max_bad_rows": int(params["max_bad_rows"]),
+                    "batch_id": run_id if len(keys) == 1 else f"{run_id}:{key}",
+                }
+            )
+        return loads
+
+    load = S3ToPostgresCopyOperator.partial(
+        task_id="load",
+        aws_conn_id="aws_default",
+        postgres_conn_id="postgres_default",
+        transform=TRANSFORM,
+        outlets=[TABLE_ASSET],
+        doc_md="Stream the object into the table with COPY FROM STDIN in one transaction; returns load stats.",
+    ).expand_kwargs(validate())
+
+    @task(retries=0, doc_md="Rows in the table for each object must equal what the load reported.")
+    def check_row_count(results: list[dict[str, Any]], **context: Any) -> dict[str, int]:
+        """Fail unless the table holds exactly the rows each load reported, and every line is accounted for."""
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+        from psycopg import sql
+
+        from s3_postgres_copy.identifiers import table_identifier
+
+        table = table_identifier(context["params"]["table"])
+        problems = []
+        total = 0
+        conn = PostgresHook(postgres_conn_id="postgres_default").get_conn()
+        try:
+            cur = conn.cursor()
+            for stats in results:
+                query = sql.SQL("SELECT count(*), count(*) FILTER (WHERE batch_id = %s) FROM {} WHERE source_key = %s")
+                cur.execute(query.format(table).as_string(None), [stats["batch_id"], stats["source_key"]])
+                in_table, in_batch = cur.fetchone()
+                accounted = stats["rows_copied"] + stats["rows_rejected"] + stats["blank_lines"] + stats["header_lines"]
+                where = f"s3://{stats['source_bucket']}/{stats['source_key']}"
+                if in_table != stats["rows_copied"] or in_batch != stats["rows_copied"]:
+                    problems.append(
+                        f"{where}: the table holds {in_table} rows for it ({in_batch} of batch "
+                        f"{stats['batch_id']}), the load reported {stats['rows_copied']}"
+                    )
+                if accounted != stats["lines_read"]:
+                    problems.append(f"{where}: {stats['lines_read']} lines read but {accounted} accounted for")
+                total += in_table
+            conn.rollback()
+        finally:
+            conn.close()
+        if problems:
+            raise ValueError("Row-count check failed: " + "; ".join(problems))
+        return {"objects": len(results), "rows": total}
+
+    check_row_count(load.output)
