@@ -6,16 +6,19 @@ Nothing heavy happens at parse time: hooks, I/O and template rendering run insid
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pendulum
-
 from airflow.sdk import DAG, Asset, Param, task
+
 from s3_postgres_copy import S3ToPostgresCopyOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+log = logging.getLogger(__name__)
 
 DAG_ID = "s3_to_postgres_import"
 DEFAULT_BUCKET = "imports"
@@ -23,7 +26,8 @@ DEFAULT_TABLE = "provider_directory"
 DEFAULT_KEY_TEMPLATE = "imports/{{ ds }}/providers.jsonl.gz"
 # The API document builder: replace it with your application's own (a "package.module:function" path).
 TRANSFORM = "provider_directory.documents:build_provider_document"
-TABLE_ASSET = Asset(name="provider_directory_table", uri="postgres://warehouse:5432/postgres/public/provider_directory")
+# Downstream DAGs can be scheduled on this (data-aware scheduling): it is updated by every successful load.
+TABLE_ASSET = Asset("provider_directory_table")
 
 DOC = """
 ### S3 → PostgreSQL bulk import
@@ -147,17 +151,18 @@ with DAG(
 
         params = context["params"]
         split_table(params["table"])
+        from airflow.exceptions import AirflowNotFoundException
+
         for conn_id in ("aws_default", "postgres_default"):
             try:
                 PostgresHook.get_connection(conn_id)
-            except Exception as err:
-                raise ValueError(f"connection {conn_id!r} is not defined: {err}") from None
+            except AirflowNotFoundException:
+                raise ValueError(f"connection {conn_id!r} is not defined") from None
         conn = PostgresHook(postgres_conn_id="postgres_default").get_conn()
         try:
             state = check_table(conn, params["table"])
         finally:
             conn.close()
-        log = context["ti"].log
         log.info("Table %s %s", params["table"], state)
 
         bucket = params["bucket"]

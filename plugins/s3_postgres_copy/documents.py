@@ -65,6 +65,8 @@ def resolve_transform(spec: str | Transform | None) -> Transform | None:
     if not isinstance(spec, str) or spec.count(":") != 1:
         raise ValueError(f"transform must be a callable or 'package.module:function', got {spec!r}")
     module_name, _, attr = spec.partition(":")
+    if not module_name or module_name.startswith(".") or not attr:
+        raise ValueError(f"transform must be 'package.module:function' (absolute), got {spec!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
@@ -259,7 +261,7 @@ def _apply(transform: Transform, record: dict[str, Any]) -> Mapping[str, Any]:
         raise TransformError(f"transform failed: {type(err).__name__}: {err}") from err
     if not isinstance(document, Mapping):
         raise TransformError(f"transform returned {type(document).__name__}, not a JSON object")
-    return document
+    return document if isinstance(document, dict) else dict(document)
 
 
 class CsvEncoder:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from s3_postgres_copy.choices import COMPRESSIONS, FORMATS, MODES
 from s3_postgres_copy.copy_format import RowFormat
 from s3_postgres_copy.documents import (
     CsvEncoder,
@@ -25,7 +26,7 @@ from s3_postgres_copy.documents import (
     schema_validator,
 )
 from s3_postgres_copy.exceptions import BadRecordError, LoadError, TooManyBadRecordsError
-from s3_postgres_copy.identifiers import split_table
+from s3_postgres_copy.identifiers import split_table, table_identifier
 from s3_postgres_copy.records import DEFAULT_MAX_LINE_BYTES, LineTooLongError, line_blocks
 from s3_postgres_copy.sink import (
     DRIVER_ERRORS,
@@ -42,9 +43,6 @@ log = logging.getLogger(__name__)
 Format = Literal["auto", "jsonl", "csv"]
 Compression = Literal["auto", "none", "gzip"]
 Mode = Literal["replace", "append"]
-FORMATS = ("auto", "jsonl", "csv")
-COMPRESSIONS = ("auto", "none", "gzip")
-MODES = ("replace", "append")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonlines")
 CSV_SUFFIXES = (".csv",)
 SEGMENT_BYTES = 32 << 20
@@ -90,14 +88,27 @@ class LoadOptions:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if not self.bucket or not self.key:
             raise ValueError("s3_bucket and s3_key must not be empty")
-        if not isinstance(self.max_bad_rows, int) or self.max_bad_rows < 0:
+        if isinstance(self.max_bad_rows, bool) or not isinstance(self.max_bad_rows, int) or self.max_bad_rows < 0:
             raise ValueError(f"max_bad_rows must be a non-negative integer, got {self.max_bad_rows!r}")
-        if self.max_bad_ratio is not None and not 0 <= self.max_bad_ratio <= 1:
-            raise ValueError(f"max_bad_ratio must be between 0 and 1, got {self.max_bad_ratio!r}")
+        if self.max_bad_ratio is not None and (
+            isinstance(self.max_bad_ratio, bool)
+            or not isinstance(self.max_bad_ratio, int | float)
+            or not 0 <= self.max_bad_ratio <= 1
+        ):
+            raise ValueError(f"max_bad_ratio must be a number between 0 and 1, got {self.max_bad_ratio!r}")
+        if self.tolerant:
+            table_identifier(self.table, "_rejects")
         if self.mode == "replace" and self.columns.source_key is None:
             raise ValueError("mode='replace' needs the source_key column; use mode='append' without it")
-        if len(self.csv_delimiter) != 1:
-            raise ValueError(f"csv_delimiter must be one character, got {self.csv_delimiter!r}")
+        if len(self.csv_delimiter) != 1 or self.csv_delimiter in '"\r\n':
+            raise ValueError(
+                f"csv_delimiter must be one character other than a quote or newline, got {self.csv_delimiter!r}"
+            )
+        resolve_transform(self.transform)
+        try:
+            schema_validator(self.schema)
+        except Exception as err:  # jsonschema's SchemaError is not a ValueError
+            raise ValueError(f"schema is not a valid JSON Schema: {err}") from err
 
     @property
     def tolerant(self) -> bool:
@@ -413,8 +424,8 @@ def load_object(
     On any error the transaction is rolled back and a :class:`LoadError` (or
     ``ValueError`` for bad options) says what went wrong, where.
     """
-    options.check()
-    sink = PostgresSink(conn, options.table, options.columns)  # validates names; no SQL yet
+    options.check()  # names, choices, transform and schema: before any I/O
+    sink = PostgresSink(conn, options.table, options.columns)
     load = _Load(sink, source, options, progress)
     try:
         source.open()

@@ -10,16 +10,13 @@ from urllib.parse import parse_qs, urlsplit
 
 from airflow.sdk import BaseOperator
 
-from s3_postgres_copy.identifiers import split_table
-from s3_postgres_copy.loader import COMPRESSIONS, FORMATS, MODES, LoadOptions, LoadStats, load_object
-from s3_postgres_copy.sink import Columns
-from s3_postgres_copy.source import CHUNK_SIZE, HttpObjectSource, RetryPolicy
-
+# The pipeline (requests, psycopg, simplejson) is imported when a task runs, not when a DAG is parsed.
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.sdk import Context
 
     from s3_postgres_copy.documents import Transform
+    from s3_postgres_copy.loader import LoadOptions, LoadStats
 
 
 class S3ToPostgresCopyOperator(BaseOperator):
@@ -79,7 +76,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
         verify: bool | str | None = None,
         max_attempts: int = 6,
         read_timeout: float = 60.0,
-        chunk_size: int = CHUNK_SIZE,
+        chunk_size: int = 1 << 20,
         progress_interval: float = 10.0,
         **kwargs: Any,
     ) -> None:
@@ -141,6 +138,9 @@ class S3ToPostgresCopyOperator(BaseOperator):
 
     # -- execution -----------------------------------------------------------------------
     def _options(self, key: str, batch_id: str) -> LoadOptions:
+        from s3_postgres_copy.loader import LoadOptions
+        from s3_postgres_copy.sink import Columns
+
         columns = Columns(**cast("dict[str, Any]", dict(self.columns))) if self.columns else Columns()
         options = LoadOptions(
             bucket=self.s3_bucket,
@@ -161,16 +161,9 @@ class S3ToPostgresCopyOperator(BaseOperator):
         return options
 
     def _check_arguments(self) -> None:
-        split_table(self.table)
         if bool(self.s3_key) == bool(self.s3_prefix):
             raise ValueError("give exactly one of s3_key and s3_prefix")
-        for name, value, allowed in (
-            ("format", self.format, FORMATS),
-            ("compression", self.compression, COMPRESSIONS),
-            ("mode", self.mode, MODES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        self._options(self.s3_key or self.s3_prefix or "", "check")  # names and choices, before any I/O
 
     def _batch_id(self, context: Context) -> str:
         if self.batch_id:
@@ -206,6 +199,9 @@ class S3ToPostgresCopyOperator(BaseOperator):
     def load_one(self, key: str, batch_id: str) -> LoadStats:
         """Load one object in its own transaction."""
         from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        from s3_postgres_copy.loader import load_object
+        from s3_postgres_copy.source import HttpObjectSource, RetryPolicy
 
         options = self._options(key, batch_id)
         verify = self.verify if self.verify is not None else getattr(self.s3_hook, "verify", None)

@@ -61,6 +61,8 @@ def line_blocks(chunks: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_
         block = data[:cut] if cut < len(data) else data
         carry = data[cut:]
         count = block.count(b"\n")
+        if len(carry) > max_line_bytes:
+            raise LineTooLongError(line_no + count, max_line_bytes)
         yield LineBlock(line_no, block, count)
         line_no += count
     if carry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -117,13 +118,17 @@ class PostgresSink:
         self.driver = driver_of(conn)
         self.table_name = table
         self.table = table_identifier(table)
-        self.rejects_table = table_identifier(table, "_rejects")
         self.columns = columns
         if conn.autocommit:
             conn.autocommit = False
         self.cursor = conn.cursor()
         names = sql.SQL(", ").join(sql.Identifier(name) for _, name in columns.roles())
         self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(self.table, names)
+
+    @property
+    def rejects_table(self) -> sql.Identifier:
+        """``<table>_rejects`` (only needed in tolerant mode)."""
+        return table_identifier(self.table_name, "_rejects")
 
     # -- SQL helpers -----------------------------------------------------------------------
     def _render(self, query: sql.Composable) -> Any:
@@ -165,7 +170,9 @@ class PostgresSink:
             )
             self.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self.table, defs))
             if self.columns.source_key is not None:
-                index = sql.Identifier(split_table(self.table_name)[-1][:50] + "_source_key_idx")
+                # Deterministic and at most 63 characters, so IF NOT EXISTS never matches another table's index.
+                name = split_table(self.table_name)[-1]
+                index = sql.Identifier(f"{name[:40]}_{zlib.crc32(self.table_name.encode()):08x}_source_key_idx")
                 self.execute(
                     sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
                         index, self.table, sql.Identifier(self.columns.source_key)

@@ -119,18 +119,26 @@ class HttpObjectSource:
                 headers["Range"] = f"bytes={self.offset}-"
             if self.etag:
                 headers["If-Match"] = self.etag
+            response: requests.Response | None = None
+            problem = ""
             try:
                 url = self._url or self._fresh_url()
                 response = self.session.get(url, headers=headers, stream=True, timeout=self.timeout, verify=self.verify)
-            except requests.RequestException as err:
+                if response.status_code in (200, 206):
+                    self._accept(response, first=first)  # may read (skip) when Range was ignored
+                    return response
+            except (requests.RequestException, Urllib3HTTPError, OSError) as err:
+                if response is not None:
+                    response.close()
                 problem = f"{type(err).__name__}: {redact(str(err))}"
+            if problem:
+                # Back off outside the ``except`` block: the error quotes the URL and must not
+                # become the ``__context__`` of the SourceError raised when the attempts run out.
                 attempt_errors.append(problem)
                 self._backoff(attempt, problem)
                 continue
+            assert response is not None
             status = response.status_code
-            if status in (200, 206):
-                self._accept(response, first=first)
-                return response
             response.close()
             if status == 416 and self.content_length is not None and self.offset >= self.content_length:
                 return response  # nothing left to read
@@ -236,6 +244,8 @@ def gunzip(chunks: Iterator[bytes], *, max_output: int = CHUNK_SIZE, name: str =
     for chunk in chunks:
         data = chunk
         while data or (started and not decompressor.eof and len(out) == max_output):
+            if not started and not data.strip(b"\0"):
+                break  # zero padding after the last member, however it is chunked
             started = True
             try:
                 out = decompressor.decompress(data, max_output)
@@ -248,8 +258,6 @@ def gunzip(chunks: Iterator[bytes], *, max_output: int = CHUNK_SIZE, name: str =
                 decompressor = zlib.decompressobj(wbits=31)
                 started = False
                 out = b""
-                if data and not data.strip(b"\0"):
-                    data = b""  # zero padding after the last member
             else:
                 data = decompressor.unconsumed_tail
     if started:

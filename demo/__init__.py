@@ -1,0 +1,1 @@
+"""``make demo``: the import DAG end to end on embedded defaults (no Docker, no cloud)."""

@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from s3_postgres_copy.copy_format import NULL, RowFormat, encode_value, escape, escape_field, unescape
+
+SPECIAL = [b"\\", b"\t", b"\r", b"\n"]
+
+
+def random_bytes(rng: random.Random, max_len: int = 40) -> bytes:
+    """Byte strings rich in the characters COPY cares about (and in what follows a backslash)."""
+    alphabet = [*SPECIAL, b"t", b"r", b"n", b"N", b".", b"%", b"\x00", b"\xff", b"\xc3\xa9"]
+    parts = []
+    for _ in range(rng.randrange(max_len + 1)):
+        if rng.random() < 0.7:
+            parts.append(rng.choice(alphabet))
+        else:
+            parts.append(bytes([rng.randrange(256)]))
+    return b"".join(parts)
+
+
+RANDOM_FIELDS = [random_bytes(random.Random(20240601 + i)) for i in range(1500)]
+
+
+class TestEscapeField:
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            (b"", b""),
+            (b"plain text", b"plain text"),
+            (b"a\\b", b"a\\\\b"),
+            (b"a\tb", b"a\\tb"),
+            (b"a\rb", b"a\\rb"),
+            (b"a\nb", b"a\\nb"),
+            (b"\r\n", b"\\r\\n"),
+            (b"\\t", b"\\\\t"),
+            (b"\\\t", b"\\\\\\t"),
+            (b"\\N", b"\\\\N"),
+            (b"\\\\", b"\\\\\\\\"),
+            (b"100%\x00\xff", b"100%\x00\xff"),
+            (b'{"a":"x\\ty"}', b'{"a":"x\\\\ty"}'),
+        ],
+        ids=[
+            "empty",
+            "plain",
+            "backslash",
+            "tab",
+            "cr",
+            "lf",
+            "crlf",
+            "backslash-t-literal",
+            "backslash-then-tab",
+            "backslash-N-is-not-null",
+            "two-backslashes",
+            "other-bytes-untouched",
+            "json-escape-sequence",
+        ],
+    )
+    def test_escapes(self, raw: bytes, expected: bytes) -> None:
+        assert escape_field(raw) == expected
+
+    def test_output_has_no_raw_separators(self) -> None:
+        for raw in RANDOM_FIELDS:
+            escaped = escape_field(raw)
+            assert b"\t" not in escaped
+            assert b"\n" not in escaped
+            assert b"\r" not in escaped
+
+
+class TestEscape:
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            (b"a\nb", b"a\nb"),
+            (b"a\tb\n", b"a\\tb\n"),
+            (b'{"p":"C:\\\\d"}\n{"q":"\r"}\n', b'{"p":"C:\\\\\\\\d"}\n{"q":"\\r"}\n'),
+            (b"\\\n\\", b"\\\\\n\\\\"),
+        ],
+        ids=["newline-kept", "tab-escaped", "two-lines", "backslash-around-newline"],
+    )
+    def test_keeps_newlines(self, raw: bytes, expected: bytes) -> None:
+        assert escape(raw) == expected
+
+    def test_block_equals_per_field_escaping(self) -> None:
+        rng = random.Random(7)
+        for _ in range(200):
+            fields = [random_bytes(rng).replace(b"\n", b"") for _ in range(rng.randrange(1, 6))]
+            assert escape(b"\n".join(fields)).split(b"\n") == [escape_field(f) for f in fields]
+
+
+class TestUnescape:
+    @pytest.mark.parametrize(
+        ("escaped", "expected"),
+        [
+            (b"", b""),
+            (b"a\\tb", b"a\tb"),
+            (b"\\r\\n", b"\r\n"),
+            (b"\\\\", b"\\"),
+            (b"\\\\t", b"\\t"),
+            (b"\\x", b"x"),
+            (b"\\N", b"N"),
+        ],
+        ids=["empty", "tab", "crlf", "backslash", "escaped-backslash-then-t", "unknown-escape", "null-marker"],
+    )
+    def test_unescape(self, escaped: bytes, expected: bytes) -> None:
+        assert unescape(escaped) == expected
+
+    def test_round_trip_random(self) -> None:
+        assert len(set(RANDOM_FIELDS)) > 1000  # the generator really varies
+        for raw in RANDOM_FIELDS:
+            assert unescape(escape_field(raw)) == raw, raw
+
+    @pytest.mark.parametrize(
+        "raw", [b"\\", b"\\\\\\", b"\\\n", b"\t\\t", b"\\r\r"], ids=["1", "3", "bs-lf", "tab", "cr"]
+    )
+    def test_round_trip_edge_cases(self, raw: bytes) -> None:
+        assert unescape(escape_field(raw)) == raw
+
+
+class TestEncodeValue:
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            (None, b"\\N"),
+            ("s3://b/k.jsonl", b"s3://b/k.jsonl"),
+            ("a\tb\nc\\d\re", b"a\\tb\\nc\\\\d\\re"),
+            ("\\N", b"\\\\N"),
+            ("", b""),
+            (b"raw\tbytes", b"raw\\tbytes"),
+            (42, b"42"),
+            ("é✓", "é✓".encode()),
+        ],
+        ids=["none-is-null", "plain", "specials", "literal-backslash-N", "empty-not-null", "bytes", "int", "unicode"],
+    )
+    def test_encode(self, value: object, expected: bytes) -> None:
+        assert encode_value(value) == expected
+
+    def test_null_constant(self) -> None:
+        assert NULL == b"\\N"
+
+
+class TestRowFormat:
+    def test_with_line(self) -> None:
+        fmt = RowFormat(["k.jsonl", None, "b1"], with_line=True)
+        assert fmt.with_line is True
+        assert fmt.rows([b"{}", b'{"a":1}'], [7, 3]) == b'{}\tk.jsonl\t\\N\tb1\t7\n{"a":1}\tk.jsonl\t\\N\tb1\t3\n'
+
+    def test_without_line_ignores_lines(self) -> None:
+        fmt = RowFormat(["k", None], with_line=False)
+        assert fmt.with_line is False
+        assert fmt.rows([b"{}", b"[]"], [1, 2]) == b"{}\tk\t\\N\n[]\tk\t\\N\n"
+
+    @pytest.mark.parametrize(
+        ("with_line", "expected"),
+        [(True, b"{}\t5\n{}\t6\n"), (False, b"{}\n{}\n")],
+        ids=["line-only", "document-only"],
+    )
+    def test_no_constants(self, with_line: bool, expected: bytes) -> None:
+        assert RowFormat([], with_line=with_line).rows([b"{}", b"{}"], range(5, 7)) == expected
+
+    @pytest.mark.parametrize("with_line", [True, False], ids=["with-line", "without-line"])
+    def test_no_documents(self, with_line: bool) -> None:
+        assert RowFormat(["k"], with_line=with_line).rows([], []) == b""
+
+    @pytest.mark.parametrize(
+        ("constant", "encoded"),
+        [
+            ("100%", b"100%"),
+            ("%d%s%b%%", b"%d%s%b%%"),
+            ("%", b"%"),
+            ("a\tb", b"a\\tb"),
+            ("C:\\dir\\", b"C:\\\\dir\\\\"),
+            ("line1\nline2\r", b"line1\\nline2\\r"),
+            (None, b"\\N"),
+        ],
+        ids=["percent", "format-directives", "lone-percent", "tab", "backslashes", "newlines", "none"],
+    )
+    @pytest.mark.parametrize("with_line", [True, False], ids=["with-line", "without-line"])
+    def test_constant_values(self, constant: object, encoded: bytes, with_line: bool) -> None:
+        fmt = RowFormat([constant, "x%"], with_line=with_line)
+        tail = b"\t9\n" if with_line else b"\n"
+        assert fmt.rows([b"{}"], [9]) == b"{}\t" + encoded + b"\tx%" + tail
+
+    def test_document_with_percent_is_not_a_format(self) -> None:
+        fmt = RowFormat(["%s"], with_line=True)
+        assert fmt.rows([b'{"p":"%d%s%%"}'], [1]) == b'{"p":"%d%s%%"}\t%s\t1\n'
+
+    def test_lines_from_generator(self) -> None:
+        fmt = RowFormat([], with_line=True)
+        assert fmt.rows([b"a", b"b"], (n * 10 for n in (1, 2))) == b"a\t10\nb\t20\n"
+
+
+class TestDocumentOf:
+    @pytest.mark.parametrize(
+        ("row", "expected"),
+        [
+            (b'{"a":1}\tk\t\\N\t3', b'{"a":1}'),
+            (b'{"a":"x\\\\ty"}\tk\t3', b'{"a":"x\\ty"}'),
+            (b'{"a":"x\\ty"}\t3', b'{"a":"x\ty"}'),
+            (b'{"a":1}', b'{"a":1}'),
+            (b"", b""),
+        ],
+        ids=["with-constants", "escaped-backslash", "escaped-tab", "no-tab", "empty"],
+    )
+    def test_document_of(self, row: bytes, expected: bytes) -> None:
+        assert RowFormat.document_of(row) == expected
+
+    @pytest.mark.parametrize("with_line", [True, False], ids=["with-line", "without-line"])
+    def test_round_trip_through_rows(self, with_line: bool) -> None:
+        fmt = RowFormat(["k\t1", None, "b\\2"], with_line=with_line)
+        docs = RANDOM_FIELDS[:300]
+        payload = fmt.rows([escape_field(d) for d in docs], range(1, len(docs) + 1))
+        rows = payload.split(b"\n")
+        assert rows.pop() == b""
+        assert [RowFormat.document_of(row) for row in rows] == docs
