@@ -223,7 +223,10 @@ with DAG(
                 query = sql.SQL("SELECT count(*), count(*) FILTER (WHERE batch_id = %s) FROM {} WHERE source_key = %s")
                 cur.execute(query.format(table).as_string(None), [stats["batch_id"], stats["source_key"]])
                 in_table, in_batch = cur.fetchone()
-                accounted = stats["rows_copied"] + stats["rows_rejected"] + stats["blank_lines"] + stats["header_lines"]
+                accounted = sum(
+                    stats[name]
+                    for name in ("rows_copied", "rows_rejected", "blank_lines", "header_lines", "continuation_lines")
+                )
                 where = f"s3://{stats['source_bucket']}/{stats['source_key']}"
                 if in_table != stats["rows_copied"] or in_batch != stats["rows_copied"]:
                     problems.append(

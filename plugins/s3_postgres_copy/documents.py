@@ -10,7 +10,9 @@ take the record path: parse, build the document, serialise with ``simplejson``
 from __future__ import annotations
 
 import datetime
+import decimal
 import importlib
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -48,6 +50,8 @@ class EncodedBlock:
     :param lines_read: physical lines consumed (blank and header lines included).
     :param blank_lines: blank lines among them.
     :param header_lines: header lines among them (CSV).
+    :param continuation_lines: lines that continue a CSV record begun on an earlier line
+        (quoted newlines), so ``rows + rejects + blank + header + continuation == lines_read``.
     """
 
     payload: bytes
@@ -56,6 +60,7 @@ class EncodedBlock:
     lines_read: int = 0
     blank_lines: int = 0
     header_lines: int = 0
+    continuation_lines: int = 0
 
 
 def resolve_transform(spec: str | Transform | None) -> Transform | None:
@@ -106,19 +111,21 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+_ENCODER = simplejson.JSONEncoder(
+    ensure_ascii=False,
+    use_decimal=True,
+    allow_nan=False,
+    separators=(",", ":"),
+    default=_json_default,
+)
+
+
 def dumps_document(document: Mapping[str, Any]) -> bytes:
     """Serialise a document to UTF-8 JSON that ``jsonb`` accepts, or raise ``ValueError``."""
     if not isinstance(document, Mapping):
         raise ValueError(f"the document must be a JSON object, got {type(document).__name__}")
     try:
-        text = simplejson.dumps(
-            document,
-            ensure_ascii=False,
-            use_decimal=True,
-            allow_nan=False,
-            separators=(",", ":"),
-            default=_json_default,
-        )
+        text = _ENCODER.encode(document)
     except (TypeError, ValueError) as err:
         raise ValueError(f"document is not JSON: {err}") from err
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
@@ -134,7 +141,11 @@ def dumps_document(document: Mapping[str, Any]) -> bytes:
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise ValueError(f"invalid JSON: {name} is not a JSON value")
+
+
+# The stdlib decoder (C scanner) with exact numbers: Decimal for non-integers, int for integers.
+_DECODER = json.JSONDecoder(parse_float=decimal.Decimal, parse_constant=_reject_constant)
 
 
 def loads_record(raw: bytes) -> Any:
@@ -144,8 +155,8 @@ def loads_record(raw: bytes) -> Any:
     except UnicodeDecodeError as err:
         raise ValueError(f"invalid UTF-8 at byte {err.start}") from None
     try:
-        return simplejson.loads(text, use_decimal=True, allow_nan=False)
-    except simplejson.JSONDecodeError as err:
+        return _DECODER.decode(text)
+    except json.JSONDecodeError as err:
         raise ValueError(f"invalid JSON: {err}") from None
 
 
@@ -295,6 +306,7 @@ class CsvEncoder:
         out = EncodedBlock(b"", lines)
         size = 0
         for record in records:
+            out.continuation_lines += counter.lines - record.line
             if header is None:
                 if record.fields is None:
                     raise ValueError(f"line {record.line}: the CSV header cannot be read: {record.error}")

@@ -135,6 +135,7 @@ class LoadStats:
     lines_read: int = 0
     blank_lines: int = 0
     header_lines: int = 0
+    continuation_lines: int = 0
     bytes_read: int = 0
     bytes_decompressed: int = 0
     content_length: int | None = None
@@ -244,6 +245,7 @@ class _Load:
         stats.lines_read += block.lines_read
         stats.blank_lines += block.blank_lines
         stats.header_lines += block.header_lines
+        stats.continuation_lines += block.continuation_lines
         stats.bytes_read = self.source.offset
         stats.content_length = self.source.content_length
         stats.rows_streamed += len(block.lines)

@@ -191,7 +191,15 @@ class S3ToPostgresCopyOperator(BaseOperator):
             "table": self.table,
             "objects": results,
         }
-        for name in ("rows_copied", "rows_rejected", "lines_read", "blank_lines", "header_lines", "bytes_read"):
+        for name in (
+            "rows_copied",
+            "rows_rejected",
+            "lines_read",
+            "blank_lines",
+            "header_lines",
+            "continuation_lines",
+            "bytes_read",
+        ):
             total[name] = sum(result[name] for result in results)
         total["seconds"] = round(sum(result["seconds"] for result in results), 3)
         return total

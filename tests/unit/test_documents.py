@@ -208,13 +208,12 @@ class TestJsonLinesLines:
         assert out.payload == b""
         [reject] = out.rejects
         assert (reject.line, reject.raw) == (1, raw)
-        assert reject.error.startswith("invalid JSON: Expecting value: line 1 column ")
+        assert reject.error.endswith("Infinity is not a JSON value") or reject.error.endswith("NaN is not a JSON value")
+        assert reject.error.startswith("invalid JSON: ")
 
     def test_invalid_json_rejected_on_record_path(self) -> None:
         out = encoder("record").encode_block(block(b'{"a":1} trailing\n{"b":2}\n'))
-        assert out.rejects == [
-            Reject(1, b'{"a":1} trailing', "invalid JSON: Extra data: line 1 column 9 - line 1 column 17 (char 8 - 16)")
-        ]
+        assert out.rejects == [Reject(1, b'{"a":1} trailing', "invalid JSON: Extra data: line 1 column 9 (char 8)")]
         assert parsed(out.payload) == [({"b": 2}, 2)]
 
 
@@ -283,8 +282,8 @@ class TestLoadsRecord:
         ("raw", "error"),
         [
             (b'"\xff"', "invalid UTF-8 at byte 1"),
-            (b"NaN", "invalid JSON: Expecting value: line 1 column 1 (char 0)"),
-            (b"{", "invalid JSON: Expecting property name enclosed in double quotes or '}': line 1 column 2 (char 1)"),
+            (b"NaN", "invalid JSON: NaN is not a JSON value"),
+            (b"{", "invalid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
             (b"", "invalid JSON: Expecting value: line 1 column 1 (char 0)"),
         ],
         ids=["bad-utf8", "nan", "unterminated", "empty"],
