@@ -314,7 +314,8 @@ class CsvEncoder:
                 out.header_lines = 1
                 continue
             if record.fields is None:
-                out.rejects.append(Reject(record.line, b"", record.error or "invalid CSV"))
+                raw = record.raw.encode("utf-8", "surrogateescape")
+                out.rejects.append(Reject(record.line, raw, record.error or "invalid CSV"))
             elif len(record.fields) != len(header):
                 out.rejects.append(
                     Reject(

@@ -268,7 +268,7 @@ class _Load:
 
     def too_many(self) -> TooManyBadRecordsError:
         stats = self.stats
-        first = [(r["line"], r["error"]) for r in stats.first_rejects]
+        first = sorted((r["line"], r["error"]) for r in stats.first_rejects)
         limit = self.options.max_bad_rows
         return TooManyBadRecordsError(self.options.location, limit, first, stats.rows_rejected)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_MAX_LINE_BYTES = 64 << 20
 JSON_WHITESPACE = b" \t\r\n"
@@ -75,6 +75,8 @@ class LineCount:
 
     lines: int = 0
     blank: int = 0
+    current: list[str] = field(default_factory=list)
+    """The lines read for the record being parsed (to show a bad record's raw text)."""
 
 
 def csv_lines(blocks: Iterable[LineBlock], counter: LineCount) -> Iterator[str]:
@@ -90,6 +92,7 @@ def csv_lines(blocks: Iterable[LineBlock], counter: LineCount) -> Iterator[str]:
             lines.pop()  # the empty tail after the final newline
         for line in lines:
             counter.lines += 1
+            counter.current.append(line)
             yield line + "\n"
 
 
@@ -100,6 +103,7 @@ class CsvRecord:
     line: int
     fields: list[str] | None
     error: str | None = None
+    raw: str = ""
 
 
 def csv_records(
@@ -123,11 +127,12 @@ def csv_records(
         while True:
             start = counter.lines + 1
             try:
+                counter.current.clear()
                 fields = next(reader)
             except StopIteration:
                 return
             except csv.Error as err:
-                yield CsvRecord(start, None, f"invalid CSV: {err}")
+                yield CsvRecord(start, None, f"invalid CSV: {err}", "\n".join(counter.current))
                 continue
             if fields:
                 yield CsvRecord(start, fields)

@@ -289,3 +289,37 @@ def _task_output(capfd: pytest.CaptureFixture[str]) -> str:
     """What the in-process tasks of ``dag.test()`` logged (they log to the process's stdout)."""
     out, err = capfd.readouterr()
     return out + err
+
+
+@pytest.mark.e2e
+class TestOperatorObservability:
+    def test_openlineage_facets(self, airflow_env: Any, bucket: str, s3: Any, postgres: Any, table: str) -> None:
+        from s3_postgres_copy import S3ToPostgresCopyOperator
+
+        key = "lineage/part.jsonl"
+        s3.put_object(bucket, key, _records(7))
+        op = S3ToPostgresCopyOperator(task_id="load", s3_bucket=bucket, s3_key=key, table=table)
+        stats = op.load_one(key, "batch-1")
+        op._loaded = [stats]
+        lineage = op.get_openlineage_facets_on_complete(None)
+        (source,) = lineage.inputs
+        assert (source.namespace, source.name) == (f"s3://{bucket}", key)
+        (target,) = lineage.outputs
+        assert target.namespace == f"postgres://127.0.0.1:{postgres.port}"
+        assert target.name == f"postgres.public.{table}"
+        assert target.outputFacets["outputStatistics"].rowCount == 7
+
+    def test_task_output_never_shows_the_presigned_url(
+        self, dag: Any, bucket: str, s3: Any, pg_conn: Any, table: str, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        key = "secret/check.jsonl"
+        s3.put_object(bucket, key, _records(5) + b"not json\n")
+        run = run_dag(dag, "2026-03-07", {"bucket": bucket, "key": key, "table": table, "max_bad_rows": 0})
+        assert str(run.state) == "failed"
+        output = _task_output(capfd)
+        assert "Bad record in s3://" in output
+        assert "line 6" in output
+        assert "X-Amz-Signature" not in output
+        assert "X-Amz-Credential" not in output
+        stats_xcom = xcom_values(run, "load")
+        assert stats_xcom in ([], [None])  # a failed load pushes nothing, credentials included

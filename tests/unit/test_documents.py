@@ -557,7 +557,7 @@ class TestCsvEncoder:
 
     def test_malformed_record_rejected_and_parsing_continues(self) -> None:
         [out] = csv_encode(b'a,b\n"x"y,1\n2,3\n')
-        assert out.rejects == [Reject(2, b"", "invalid CSV: ',' expected after '\"'")]
+        assert out.rejects == [Reject(2, b'"x"y,1', "invalid CSV: ',' expected after '\"'")]
         assert decode_rows(out.payload) == [(b'{"a":"2","b":"3"}', 3)]
 
     def test_invalid_utf8_rejected_with_raw_bytes(self) -> None:

@@ -184,19 +184,19 @@ class TestCsvRecords:
         records, counter = parse(b'h\n"a"b,c\nd,e\n', 4)
         assert records == [
             R(1, ["h"]),
-            R(2, None, "invalid CSV: ',' expected after '\"'"),
+            R(2, None, "invalid CSV: ',' expected after '\"'", '"a"b,c'),
             R(3, ["d", "e"]),
         ]
         assert (counter.lines, counter.blank) == (3, 0)
 
     def test_malformed_quote_inside_multiline_record(self) -> None:
         records, counter = parse(b'"ab\ncd"x\nok\n', 1)
-        assert records == [R(1, None, "invalid CSV: ',' expected after '\"'"), R(3, ["ok"])]
+        assert records == [R(1, None, "invalid CSV: ',' expected after '\"'", '"ab\ncd"x'), R(3, ["ok"])]
         assert counter.lines == 3
 
     def test_unterminated_quote_at_end(self) -> None:
         records, counter = parse(b'a\n"open\nmore\n', 5)
-        assert records == [R(1, ["a"]), R(2, None, "invalid CSV: unexpected end of data")]
+        assert records == [R(1, ["a"]), R(2, None, "invalid CSV: unexpected end of data", '"open\nmore')]
         assert counter.lines == 3
 
     def test_counter_is_live(self) -> None:
