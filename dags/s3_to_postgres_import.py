@@ -205,6 +205,8 @@ with DAG(
         doc_md="Stream the object into the table with COPY FROM STDIN in one transaction; returns load stats.",
     ).expand_kwargs(validate())
 
+    # Not SQLValueCheckOperator: the expected count is each mapped load's XCom (one per object), and
+    # the check also reconciles every line read; one task reading all of them says what is off, where.
     @task(retries=0, doc_md="Rows in the table for each object must equal what the load reported.")
     def check_row_count(results: list[dict[str, Any]], **context: Any) -> dict[str, int]:
         """Fail unless the table holds exactly the rows each load reported, and every line is accounted for."""
