@@ -158,6 +158,8 @@ def loads_record(raw: bytes) -> Any:
         return _DECODER.decode(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"invalid JSON: {err}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to parse") from None
 
 
 def describe_non_object(raw: bytes) -> str:

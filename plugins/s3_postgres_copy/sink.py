@@ -100,9 +100,13 @@ def error_reason(err: BaseException) -> str:
 
 
 def is_data_error(err: BaseException) -> bool:
-    """Whether a server error is about one row's data (SQLSTATE classes 22 and 23)."""
+    """Whether a server error is about one row's data.
+
+    SQLSTATE classes 22 (data exception), 23 (integrity constraint) and 54 (program limit
+    exceeded, e.g. a document nested too deeply for ``jsonb``).
+    """
     code = getattr(getattr(err, "diag", None), "sqlstate", None) or ""
-    return code[:2] in ("22", "23")
+    return code[:2] in ("22", "23", "54")
 
 
 class PostgresSink:
