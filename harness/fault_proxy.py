@@ -40,9 +40,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from harness.service import Service  # noqa: I001
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +306,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # -- the proxy ---------------------------------------------------------------------------
-class FaultProxy:
+class FaultProxy(Service):
     """A fault-injecting HTTP/1.1 proxy on ``host`` (a free port) in front of ``upstream``.
 
     :param upstream: ``http://host:port`` of the real server (moto).
@@ -373,17 +374,6 @@ class FaultProxy:
         alive = [thread.name for thread in threads if thread.is_alive()]
         if alive:
             raise RuntimeError(f"fault proxy threads did not stop: {alive}")
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

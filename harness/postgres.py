@@ -14,12 +14,13 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Protocol
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from harness.service import Service  # noqa: I001
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class _DsnMixin:
         return self.dsn_for(name)
 
 
-class ThrowawayPostgres(_DsnMixin):
+class ThrowawayPostgres(_DsnMixin, Service):
     """A private PostgreSQL server in a temp dir, removed on ``stop()``."""
 
     def __init__(
@@ -205,17 +206,6 @@ class ThrowawayPostgres(_DsnMixin):
         return self._tmpdir
 
     # -- lifecycle --------------------------------------------------------
-    def __enter__(self) -> ThrowawayPostgres:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> ThrowawayPostgres:
         """initdb + launch ``postgres`` in the foreground and wait until it accepts connections."""
         if self.running:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from types import TracebackType
 from typing import Any
 
 import boto3
 import requests
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
+
+from harness.service import Service  # noqa: I001
 
 S3Client = Any  # boto3 ships no stubs here; keep the alias for readability
 
@@ -25,7 +26,7 @@ def client_config() -> Config:
     return Config(signature_version="s3v4")
 
 
-class LocalS3:
+class LocalS3(Service):
     """moto S3 server on 127.0.0.1 (a thread in this process) plus client helpers."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True) -> None:
@@ -87,17 +88,6 @@ class LocalS3:
         if server is not None:
             server.stop()
         self._port = None
-
-    def __enter__(self) -> LocalS3:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def client(self, **kwargs: Any) -> S3Client:
         """A new boto3 S3 client pointed at this server with dummy credentials."""
