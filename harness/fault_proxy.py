@@ -43,7 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from harness.service import Service  # noqa: I001
+from harness.service import Service
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from harness.service import Service  # noqa: I001
+from harness.service import Service
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import requests
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from harness.service import Service  # noqa: I001
+from harness.service import Service
 
 S3Client = Any  # boto3 ships no stubs here; keep the alias for readability
 
