@@ -63,8 +63,8 @@ PARAMS = {
         "Default: imports/{{ ds }}/providers.jsonl.gz",
     ),
     "prefix": Param(
-        "",
-        type="string",
+        None,
+        type=["null", "string"],
         title="Prefix (optional)",
         description="Load every object under this prefix instead of one key, each as its own mapped load.",
     ),
