@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: venv lint test test-fast demo bench bench-quick airflow clean
+.PHONY: venv browser lint test test-fast demo bench bench-quick airflow screenshots clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,13 +13,20 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
+# Headless Chromium (Debian's package) for the UI tests; installed once if missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium >/dev/null; }
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 ## make test: lint + the whole suite (real PostgreSQL and S3 servers started by the tests)
-test: lint
+test: lint browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## make test-fast: the suite without the tests marked slow
@@ -40,6 +47,10 @@ bench-quick: venv
 ## make airflow: airflow standalone with the embedded defaults, UI on http://localhost:8080
 airflow: venv
 	$(PY) -m demo --standalone $(DEMO_ARGS)
+
+## make screenshots: refresh docs/*.png from a real airflow standalone (headless Chromium)
+screenshots: venv browser
+	E2E_SCREENSHOT_DIR=docs $(PY) -m pytest tests/e2e/test_standalone.py -k "screenshot or form"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

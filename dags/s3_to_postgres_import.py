@@ -127,7 +127,7 @@ with DAG(
     schedule="0 2 * * *",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,  # two runs must not load into the same table at once
+    max_active_runs=1,  # nightly runs in date order; concurrent loads (backfills) are safe too: see sink locks
     default_args={
         "retries": 2,
         "retry_delay": timedelta(minutes=1),

@@ -168,6 +168,12 @@ class PostgresSink:
         if existing is None:
             if not create_table:
                 raise ValueError(f"table {self.table_name} does not exist and create_table is False")
+            # Two loads creating the same new table at once would race in CREATE ... IF NOT EXISTS.
+            self.execute(
+                sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [f"{self.table_name}:ddl"]
+            )
+            existing = self.table_columns()
+        if existing is None:
             defs = sql.SQL(", ").join(
                 sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(Columns.TYPES[role]))
                 for role, name in self.columns.roles()
