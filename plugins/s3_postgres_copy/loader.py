@@ -307,7 +307,9 @@ class _Load:
                 for block in blocks:
                     self.account(block)
                     if block.payload:
-                        segment.append(block)
+                        # Tolerant mode may have to re-send the segment; strict mode keeps only
+                        # the line numbers (to name the line of a row the server refuses).
+                        segment.append(block if options.tolerant else EncodedBlock(b"", block.lines))
                         size += len(block.payload)
                         yield block.payload
                         if size >= options.segment_bytes:
