@@ -169,9 +169,7 @@ class PostgresSink:
             if not create_table:
                 raise ValueError(f"table {self.table_name} does not exist and create_table is False")
             # Two loads creating the same new table at once would race in CREATE ... IF NOT EXISTS.
-            self.execute(
-                sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [f"{self.table_name}:ddl"]
-            )
+            self.execute(sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [f"{self.table_name}:ddl"])
             existing = self.table_columns()
         if existing is None:
             defs = sql.SQL(", ").join(
