@@ -9,6 +9,7 @@ take the record path: parse, build the document, serialise with ``simplejson``
 
 from __future__ import annotations
 
+import codecs
 import datetime
 import decimal
 import importlib
@@ -196,17 +197,12 @@ class JsonLinesEncoder:
         data = block.data
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
-        if self._fast and _all_lines_open_objects(data, block.count):
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                pass
-            else:
-                docs = escape(data).split(b"\n")
-                if data.endswith(b"\n"):
-                    docs.pop()
-                lines = range(block.first_line, block.first_line + block.count)
-                return EncodedBlock(self.row_format.rows(docs, lines), lines, lines_read=block.count)
+        if self._fast and _all_lines_open_objects(data, block.count) and is_utf8(data):
+            docs = escape(data).split(b"\n")
+            if data.endswith(b"\n"):
+                docs.pop()
+            lines = range(block.first_line, block.first_line + block.count)
+            return EncodedBlock(self.row_format.rows(docs, lines), lines, lines_read=block.count)
         return self._encode_lines(block, data)
 
     def _encode_lines(self, block: LineBlock, data: bytes) -> EncodedBlock:
@@ -250,6 +246,28 @@ class JsonLinesEncoder:
         if self.validate is not None:
             self.validate(document)
         return dumps_document(document)
+
+
+UTF8_PIECE = 1 << 16
+
+
+def is_utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8, checked in 64 KiB pieces.
+
+    One ``data.decode()`` of a 1 MiB block holding a single emoji builds a 4 MiB UCS-4 string;
+    64 KiB pieces stay in cache (about 5x cheaper, measured in ``bench/``). ASCII is checked first.
+    """
+    if data.isascii():
+        return True
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    try:
+        for start in range(0, len(view), UTF8_PIECE):
+            decoder.decode(view[start : start + UTF8_PIECE])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _all_lines_open_objects(data: bytes, count: int) -> bool:

@@ -1,0 +1,223 @@
+"""Worker process: ``python -m bench.worker <spec.json>``; writes its result to ``spec["result"]``.
+
+``mode == "load"``: one ``load_object`` (psycopg 3 or psycopg2) from a pre-signed URL, as the
+operator runs it, timed from connect to commit, with the client's CPU, the server backend's CPU
+and this process's memory (baseline after imports, and the peak).
+
+``mode == "stages"``: the client's per-stage CPU cost on the same data (no server, no network),
+each stage on its own: what a block costs in gunzip, line cutting, UTF-8 validation, escaping,
+splitting and row formatting, plus HTTP reading and psycopg's COPY sending.
+
+Only what a load needs is imported before the baseline memory reading.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.procstat import backend_cpu, machine_cpu, memory_mb
+
+
+def _cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_load(spec: dict[str, Any]) -> dict[str, Any]:
+    """One load; the result dict the bench records."""
+    started = time.monotonic()
+    import psycopg
+
+    from s3_postgres_copy.loader import LoadOptions, load_object
+    from s3_postgres_copy.source import HttpObjectSource
+
+    driver = spec.get("driver", "psycopg")
+    if driver == "psycopg2":
+        import psycopg2
+
+        connect: Any = psycopg2.connect
+    else:
+        connect = psycopg.connect
+    if spec.get("patches"):
+        from bench.prototype import apply
+
+        apply(spec["patches"])
+    import_seconds = time.monotonic() - started
+    baseline = memory_mb()
+
+    options = LoadOptions(
+        bucket=spec["bucket"],
+        key=spec["key"],
+        table=spec["table"],
+        batch_id=spec["batch_id"],
+        segment_bytes=int(spec.get("segment_bytes") or (32 << 20)),
+    )
+    url = spec["url"]
+    source = HttpObjectSource(lambda: url, name=options.location)
+    cpu0 = _cpu()
+    machine0 = machine_cpu()
+    t0 = time.monotonic()
+    conn = connect(spec["dsn"])
+    cursor = conn.cursor()
+    server0 = backend_cpu(cursor)
+    conn.commit()
+    stats = load_object(conn, source, options)
+    server1 = backend_cpu(cursor)
+    conn.rollback()
+    conn.close()
+    seconds = time.monotonic() - t0
+    machine1 = machine_cpu()
+    client_cpu = _cpu() - cpu0
+    end = memory_mb()
+    return {
+        "seconds": seconds,
+        "load_seconds": stats.seconds,
+        "rows": stats.rows_copied,
+        "bytes_read": stats.bytes_read,
+        "bytes_decompressed": stats.bytes_decompressed,
+        "client_cpu": client_cpu,
+        "server_cpu": server1 - server0,
+        "machine_busy": machine1[0] - machine0[0],
+        "machine_steal": machine1[1] - machine0[1],
+        "import_seconds": import_seconds,
+        "baseline_rss_mb": baseline["VmRSS"],
+        "peak_rss_mb": end["VmHWM"],
+        "end_rss_mb": end["VmRSS"],
+        "driver": driver,
+        "segment_bytes": options.segment_bytes,
+        "patches": spec.get("patches") or [],
+        "stats": stats.as_dict(),
+    }
+
+
+def _best(func: Any, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.process_time()
+        func()
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
+    """CPU seconds of each client stage over the whole data set (best of ``reps``)."""
+    import psycopg
+    import requests
+
+    from bench.prototype import is_utf8
+    from s3_postgres_copy.copy_format import RowFormat, escape
+    from s3_postgres_copy.documents import JsonLinesEncoder, _all_lines_open_objects
+    from s3_postgres_copy.records import line_blocks
+    from s3_postgres_copy.source import gunzip
+
+    reps = int(spec.get("reps", 3))
+    mib = 1 << 20
+    plain = Path(spec["plain"]).read_bytes()
+    gz = Path(spec["gz"]).read_bytes()
+    chunks = [plain[i : i + mib] for i in range(0, len(plain), mib)]
+    gz_chunks = [gz[i : i + mib] for i in range(0, len(gz), mib)]
+    blocks = list(line_blocks(iter(chunks)))
+    row_format = RowFormat(spec["constants"], with_line=True)
+    template = row_format._template
+    split = [escape(b.data).split(b"\n")[:-1] for b in blocks]
+    encoder = JsonLinesEncoder(row_format)
+    payloads = [encoder.encode_block(b).payload for b in blocks]
+    out: dict[str, Any] = {"records": sum(b.count for b in blocks), "blocks": len(blocks), "stages": {}}
+    stages = out["stages"]
+
+    def http_read() -> None:
+        response = requests.get(spec["url"], stream=True, headers={"Accept-Encoding": "identity"}, timeout=60)
+        while response.raw.read(mib, decode_content=False):
+            pass
+        response.close()
+
+    measured = [
+        ("http_read", "per block", "HTTP read of the plain object (requests, 1 MiB reads)", http_read),
+        ("gunzip", "per block", "gunzip of the gzip object (zlib, 1 MiB steps)", lambda: list(gunzip(iter(gz_chunks)))),
+        ("line_blocks", "per block", "cut chunks at newlines (carry, count)", lambda: list(line_blocks(iter(chunks)))),
+        ("cr_check", "per block", "b'\\r' in block", lambda: [b"\r" in b.data for b in blocks]),
+        (
+            "all_objects_check",
+            "per block",
+            "every line starts with '{' (count b'\\n{')",
+            lambda: [_all_lines_open_objects(b.data, b.count) for b in blocks],
+        ),
+        (
+            "utf8_check",
+            "per block",
+            "UTF-8 validation (bytes.decode)",
+            lambda: [b.data.decode("utf-8") for b in blocks],
+        ),
+        (
+            "utf8_check_pieces",
+            "per block",
+            "  alternative: UTF-8 check in 64 KiB pieces (bench/prototype)",
+            lambda: [is_utf8(b.data) for b in blocks],
+        ),
+        ("escape", "per block", "COPY escaping (3 x bytes.replace)", lambda: [escape(b.data) for b in blocks]),
+        (
+            "split",
+            "per record",
+            "split block into documents (bytes.split)",
+            lambda: [b.data.split(b"\n") for b in blocks],
+        ),
+        (
+            "format_rows",
+            "per record",
+            "row formatting (template % per row, join)",
+            lambda: [
+                row_format.rows(d, range(b.first_line, b.first_line + b.count))
+                for d, b in zip(split, blocks, strict=True)
+            ],
+        ),
+        (
+            "format_rows_percent_only",
+            "per record",
+            "  of which: the per-row % alone",
+            lambda: [
+                [template % p for p in zip(d, range(b.first_line, b.first_line + b.count), strict=False)]
+                for d, b in zip(split, blocks, strict=True)
+            ],
+        ),
+        (
+            "encode_block",
+            "total",
+            "JsonLinesEncoder.encode_block, all of the above",
+            lambda: [encoder.encode_block(b) for b in blocks],
+        ),
+    ]
+    for name, kind, label, func in measured:
+        stages[name] = {"kind": kind, "label": label, "cpu_seconds": _best(func, reps)}
+
+    # psycopg 3 sending the encoded rows: client CPU only (into a temp text table, so the server is quick).
+    with psycopg.connect(spec["dsn"]) as conn:
+        conn.execute("CREATE TEMP TABLE stage_copy (a text, b text, c text, d text, e text, f text)")
+        t0 = time.process_time()
+        with conn.cursor().copy("COPY stage_copy FROM STDIN") as copy:
+            for payload in payloads:
+                copy.write(payload)
+        stages["copy_send"] = {
+            "kind": "per block",
+            "label": "psycopg 3 copy.write of the encoded rows (client side)",
+            "cpu_seconds": time.process_time() - t0,
+        }
+        conn.rollback()
+    return out
+
+
+def main() -> int:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    mode = spec.get("mode", "load")
+    result = run_load(spec) if mode == "load" else run_stages(spec)
+    Path(spec["result"]).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
