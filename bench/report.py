@@ -439,3 +439,8 @@ def finish(out: dict[str, Any], path: Path) -> None:
     print_report(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_clean(out), indent=2, ensure_ascii=False) + "\n")
+    if out["mode"] == "full" and out.get("results") and path.name == "latest.json":
+        from bench.readme import update
+
+        if update(_clean(out)):
+            print("README.md: performance table updated")
