@@ -110,9 +110,8 @@ def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
     import psycopg
     import requests
 
-    from bench.prototype import is_utf8
     from s3_postgres_copy.copy_format import RowFormat, escape
-    from s3_postgres_copy.documents import JsonLinesEncoder, _all_lines_open_objects
+    from s3_postgres_copy.documents import JsonLinesEncoder, _all_lines_open_objects, is_utf8
     from s3_postgres_copy.records import line_blocks
     from s3_postgres_copy.source import gunzip
 
