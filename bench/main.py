@@ -115,10 +115,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prototype-reps", type=int, default=2, help="pairs per prototype variant")
     parser.add_argument("--profile", action="store_true", help="also py-spy the worker and time each client stage")
     parser.add_argument("--skip-main", action="store_true", help="skip the main comparison (for optional sections)")
-    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="where the JSON goes")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="where the JSON goes (default: bench/results/latest.json; quick.json with --quick)",
+    )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (data files, COPY rows)")
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
+    if args.output is None:
+        args.output = RESULTS / ("quick.json" if args.quick else "latest.json")
     for name, value in defaults.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
