@@ -21,6 +21,7 @@ import math
 import os
 import re
 import statistics
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bench import contenders
@@ -65,6 +66,25 @@ def _psql(ctx: Context, commands: list[str], table: str, options: str | None = N
     return out
 
 
+def _baseline(ctx: Context) -> dict[str, Any]:
+    """COPY into the existing table (the limit's method)."""
+    ctx.admin.reset(TABLE)
+    return _psql(ctx, [copy_command(ctx.rows_path)], TABLE)
+
+
+def _same_txn_create(ctx: Context) -> dict[str, Any]:
+    """CREATE TABLE and COPY in one transaction (no WAL with wal_level=minimal)."""
+    ctx.admin.execute("DROP TABLE IF EXISTS bench_fresh")
+    _settle(ctx)
+    commands = [
+        "BEGIN;",
+        f"CREATE TABLE bench_fresh (LIKE {TABLE} INCLUDING ALL);",
+        copy_command(ctx.rows_path, "bench_fresh"),
+        "COMMIT;",
+    ]
+    return _psql(ctx, commands, "bench_fresh")
+
+
 def _variants_replica(ctx: Context) -> dict[str, tuple[str, Callable[[], dict[str, Any]]]]:
     rows = ctx.rows_path
     create_table(ctx.pg, "bench_unlogged", unlogged=True)
@@ -72,24 +92,9 @@ def _variants_replica(ctx: Context) -> dict[str, tuple[str, Callable[[], dict[st
     ctx.admin.execute(f"CREATE TABLE IF NOT EXISTS bench_text (LIKE {TABLE} INCLUDING ALL)")
     ctx.admin.execute("ALTER TABLE bench_text ALTER COLUMN document TYPE text")
 
-    def baseline() -> dict[str, Any]:
-        ctx.admin.reset(TABLE)
-        return _psql(ctx, [copy_command(rows)], TABLE)
-
     def unlogged() -> dict[str, Any]:
         ctx.admin.reset("bench_unlogged")
         return _psql(ctx, [copy_command(rows, "bench_unlogged")], "bench_unlogged")
-
-    def same_txn_create() -> dict[str, Any]:
-        ctx.admin.execute("DROP TABLE IF EXISTS bench_fresh")
-        _settle(ctx)
-        commands = [
-            "BEGIN;",
-            f"CREATE TABLE bench_fresh (LIKE {TABLE} INCLUDING ALL);",
-            copy_command(rows, "bench_fresh"),
-            "COMMIT;",
-        ]
-        return _psql(ctx, commands, "bench_fresh")
 
     def rebuild(memory: str) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:
@@ -114,10 +119,13 @@ def _variants_replica(ctx: Context) -> dict[str, tuple[str, Callable[[], dict[st
         return _psql(ctx, [copy_command(rows)], TABLE, options="-c synchronous_commit=on")
 
     return {
-        "baseline": ("COPY into the existing table with its source_key index (= the limit)", baseline),
+        "baseline": ("COPY into the existing table with its source_key index (= the limit)", partial(_baseline, ctx)),
         "text_document": ("document column text, not jsonb: the same COPY without jsonb parsing", text_document),
         "unlogged": ("UNLOGGED table (no WAL; emptied by a crash, not replicated)", unlogged),
-        "same_txn_create": ("CREATE TABLE (LIKE ... INCLUDING ALL) + COPY in one transaction", same_txn_create),
+        "same_txn_create": (
+            "CREATE TABLE (LIKE ... INCLUDING ALL) + COPY in one transaction",
+            partial(_same_txn_create, ctx),
+        ),
         "drop_index_64MB": ("no index during COPY, CREATE INDEX after (maintenance_work_mem 64MB)", rebuild("64MB")),
         "drop_index_1GB": ("no index during COPY, CREATE INDEX after (maintenance_work_mem 1GB)", rebuild("1GB")),
         "synchronous_commit_on": ("synchronous_commit=on for the COPY session", sync_on),
@@ -126,21 +134,6 @@ def _variants_replica(ctx: Context) -> dict[str, tuple[str, Callable[[], dict[st
 
 def _variants_minimal(ctx: Context) -> dict[str, tuple[str, Callable[[], dict[str, Any]]]]:
     rows = ctx.rows_path
-
-    def baseline() -> dict[str, Any]:
-        ctx.admin.reset(TABLE)
-        return _psql(ctx, [copy_command(rows)], TABLE)
-
-    def same_txn_create() -> dict[str, Any]:
-        ctx.admin.execute("DROP TABLE IF EXISTS bench_fresh")
-        _settle(ctx)
-        commands = [
-            "BEGIN;",
-            f"CREATE TABLE bench_fresh (LIKE {TABLE} INCLUDING ALL);",
-            copy_command(rows, "bench_fresh"),
-            "COMMIT;",
-        ]
-        return _psql(ctx, commands, "bench_fresh")
 
     def same_txn_truncate(freeze: bool) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:
@@ -165,8 +158,8 @@ def _variants_minimal(ctx: Context) -> dict[str, tuple[str, Callable[[], dict[st
         return run
 
     return {
-        "baseline": ("COPY into the existing table (created earlier)", baseline),
-        "same_txn_create": ("CREATE TABLE + COPY in one transaction (WAL skipped)", same_txn_create),
+        "baseline": ("COPY into the existing table (created earlier)", partial(_baseline, ctx)),
+        "same_txn_create": ("CREATE TABLE + COPY in one transaction (WAL skipped)", partial(_same_txn_create, ctx)),
         "same_txn_truncate": ("TRUNCATE + COPY in one transaction (WAL skipped)", same_txn_truncate(False)),
         "same_txn_truncate_freeze": ("TRUNCATE + COPY ... WITH (FREEZE) in one transaction", same_txn_truncate(True)),
         "operator_existing": ("load_object (plain) into the existing table", operator(False)),
