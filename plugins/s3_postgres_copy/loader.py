@@ -371,7 +371,7 @@ class _Load:
         rows.pop()
         lines = [line for block in segment for line in block.lines]
         # One pass of Python validation finds invalid JSON in bulk; the server finds the rest.
-        if self.stats.format == "jsonl" and resolve_transform(self.options.transform) is None:
+        if self.stats.format == "jsonl" and self.options.transform is None and self.options.schema is None:
             keep = []
             for index, encoded in enumerate(rows):
                 raw = RowFormat.document_of(encoded)
