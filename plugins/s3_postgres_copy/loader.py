@@ -156,13 +156,21 @@ class LoadStats:
 ProgressCallback = Callable[[LoadStats], None]
 
 
-def detect_format(key: str, head: bytes) -> Literal["jsonl", "csv"]:
-    """JSON lines or CSV, from the key's suffix or else the first non-blank byte."""
+def format_from_key(key: str) -> Literal["jsonl", "csv"] | None:
+    """The format the key's suffix names (``.jsonl``, ``.csv.gz``, ...), if any."""
     name = key.lower().removesuffix(".gz").removesuffix(".gzip")
     if name.endswith(JSONL_SUFFIXES):
         return "jsonl"
     if name.endswith(CSV_SUFFIXES):
         return "csv"
+    return None
+
+
+def detect_format(key: str, head: bytes) -> Literal["jsonl", "csv"]:
+    """JSON lines or CSV, from the key's suffix or else the first non-blank byte."""
+    by_name = format_from_key(key)
+    if by_name is not None:
+        return by_name
     start = head.lstrip(b"\xef\xbb\xbf").lstrip()
     return "jsonl" if start[:1] == b"{" else "csv"
 

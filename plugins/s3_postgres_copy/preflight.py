@@ -13,7 +13,7 @@ from typing import Any
 from psycopg import sql
 
 from s3_postgres_copy.identifiers import split_table
-from s3_postgres_copy.loader import detect_format
+from s3_postgres_copy.loader import format_from_key
 from s3_postgres_copy.sink import Columns, PostgresSink
 from s3_postgres_copy.source import GZIP_MAGIC
 
@@ -61,10 +61,7 @@ def sniff_object(key: str, head: bytes, *, format: str = "auto", compression: st
             f"it starts with {first_line[:60]!r}"
         )
     if format == "auto":
-        by_name = detect_format(key, b"")
-        suffix_says = (
-            by_name if key.lower().removesuffix(".gz").endswith((".jsonl", ".ndjson", ".json", ".csv")) else None
-        )
+        suffix_says = format_from_key(key)
         if suffix_says is not None and suffix_says != detected:
             raise ValueError(f"{where} is named like {suffix_says} but its content looks like {detected}")
         return detected, "gzip" if gz else "none"
