@@ -88,8 +88,11 @@ class LoadOptions:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if not self.bucket or not self.key:
             raise ValueError("s3_bucket and s3_key must not be empty")
-        if isinstance(self.max_bad_rows, bool) or not isinstance(self.max_bad_rows, int) or self.max_bad_rows < 0:
-            raise ValueError(f"max_bad_rows must be a non-negative integer, got {self.max_bad_rows!r}")
+        for name, minimum in (("max_bad_rows", 0), ("raw_limit", 0), ("segment_bytes", 1), ("max_line_bytes", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                kind = "non-negative" if minimum == 0 else "positive"
+                raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
         if self.max_bad_ratio is not None and (
             isinstance(self.max_bad_ratio, bool)
             or not isinstance(self.max_bad_ratio, int | float)
@@ -299,20 +302,22 @@ class _Load:
     # -- COPY ----------------------------------------------------------------------------
     def run(self) -> LoadStats:
         options, sink, stats = self.options, self.sink, self.stats
-        blocks = self.encoded()
+        encoded = self.encoded()
         sink.prepare(create_table=options.create_table, with_rejects=options.tolerant)
         if options.columns.source_key is not None:
             sink.lock_source(options.key)
         if options.mode == "replace":
             stats.rows_deleted = sink.delete_source(options.key, rejects=options.tolerant)
-        exhausted = False
-        while not exhausted:
+        blocks = iter(encoded)
+        upcoming = next(blocks, None)
+        while upcoming is not None:
             segment: list[EncodedBlock] = []
 
             def feed(segment: list[EncodedBlock] = segment) -> Iterator[bytes]:
-                nonlocal exhausted
+                nonlocal upcoming
                 size = 0
-                for block in blocks:
+                while upcoming is not None:
+                    block = upcoming
                     self.account(block)
                     if block.payload:
                         # Tolerant mode may have to re-send the segment; strict mode keeps only
@@ -320,9 +325,12 @@ class _Load:
                         segment.append(block if options.tolerant else EncodedBlock(b"", block.lines))
                         size += len(block.payload)
                         yield block.payload
-                        if size >= options.segment_bytes:
-                            return
-                exhausted = True
+                    # The next block is read and encoded before this segment's COPY ends, while
+                    # the server still parses the rows in flight: the next COPY starts with its
+                    # first rows ready instead of leaving the server idle for a block's work.
+                    upcoming = next(blocks, None)
+                    if size >= options.segment_bytes:
+                        return
 
             self.copy_segment(feed(), segment)
             if self.pending_rejects:
