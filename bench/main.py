@@ -45,7 +45,7 @@ from harness.s3 import LocalS3  # noqa: E402
 
 FULL = {
     "records": 1_000_000,
-    "reps": 3,
+    "reps": 5,
     "psycopg2_reps": 2,
     "dag": True,
     "dag_records": 200_000,
@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100k records, fewer repetitions (< 1 minute)")
     parser.add_argument("--records", type=int, help="records in the main comparison (default 1M; quick 100k)")
-    parser.add_argument("--reps", type=int, help="interleaved limit/operator pairs per variant (3; quick 2)")
+    parser.add_argument("--reps", type=int, help="interleaved limit/operator pairs per variant (5; quick 2)")
     parser.add_argument("--psycopg2-reps", type=int, help="pairs for the psycopg2 variant (2; quick 1)")
     parser.add_argument(
         "--dag",
@@ -314,23 +314,37 @@ def run_main(args: argparse.Namespace, ctx: contenders.Context, out: dict[str, A
         contenders.limit(ctx)
         contenders.operator(ctx, main_data, "plain")
 
-    def pair(variant: str, compression: str, driver: str) -> None:
-        lim = contenders.limit(ctx)
-        op = contenders.operator(ctx, main_data, compression, driver=driver)
+    def pair(variant: str, compression: str, driver: str, *, operator_first: bool = False) -> None:
+        # Counterbalanced order (limit first in one pair, the operator first in the next) so that
+        # whatever a run leaves behind for the next one weighs on both sides alike.
+        if operator_first:
+            op = contenders.operator(ctx, main_data, compression, driver=driver)
+            lim = contenders.limit(ctx)
+        else:
+            lim = contenders.limit(ctx)
+            op = contenders.operator(ctx, main_data, compression, driver=driver)
         runs["limit"].append(lim)
         runs[variant].append(op)
         pairs[variant].append(
-            {"limit": lim["seconds"], "operator": op["seconds"], "ratio": lim["seconds"] / op["seconds"]}
+            {
+                "limit": lim["seconds"],
+                "operator": op["seconds"],
+                "ratio": lim["seconds"] / op["seconds"],
+                "operator_first": operator_first,
+            }
         )
-        log(f"  limit {_fmt_run(lim)} | {variant} {_fmt_run(op)} | ratio {lim['seconds'] / op['seconds']:.3f}")
+        runs_text = [f"limit {_fmt_run(lim)}", f"{variant} {_fmt_run(op)}"]
+        if operator_first:
+            runs_text.reverse()
+        log(f"  {' | '.join(runs_text)} | ratio {lim['seconds'] / op['seconds']:.3f}")
 
     for rep in range(args.reps):
         log(f"rep {rep + 1}/{args.reps}")
-        pair("plain", "plain", "psycopg")
-        pair("gzip", "gzip", "psycopg")
+        pair("plain", "plain", "psycopg", operator_first=rep % 2 == 1)
+        pair("gzip", "gzip", "psycopg", operator_first=rep % 2 == 0)
     for rep in range(args.psycopg2_reps):
         log(f"psycopg2 rep {rep + 1}/{args.psycopg2_reps}")
-        pair("psycopg2", "plain", "psycopg2")
+        pair("psycopg2", "plain", "psycopg2", operator_first=rep % 2 == 1)
     out["runs"] = runs
     out["pairs"] = pairs
 

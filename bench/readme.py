@@ -47,7 +47,8 @@ def render(out: dict[str, Any]) -> str:
         )
     lines += ["", "| target | value | |", "|---|---|---|"]
     for check in out.get("targets", []):
-        verdict = "PASS" if check["pass"] else "**FAIL**"
+        result = check.get("verdict") or ("PASS" if check["pass"] else "FAIL")
+        verdict = result if result == "PASS" else f"**{result}**"
         lines.append(f"| {check['target']} | {_cell(check['value'], 3)} ({check['detail']}) | {verdict} |")
     machine = out["machine"]
     settings = out.get("postgres", {}).get("effective_settings", {})

@@ -59,7 +59,19 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         segment_bytes=int(spec.get("segment_bytes") or (32 << 20)),
     )
     url = spec["url"]
-    source = HttpObjectSource(lambda: url, name=options.location)
+
+    class TimedSource(HttpObjectSource):
+        """Times the first request: the S3 server's time to the response headers."""
+
+        first_byte_seconds = 0.0
+
+        def open(self) -> HttpObjectSource:
+            started = time.monotonic()
+            super().open()
+            self.first_byte_seconds = time.monotonic() - started
+            return self
+
+    source = TimedSource(lambda: url, name=options.location)
     cpu0 = _cpu()
     machine0 = machine_cpu()
     t0 = time.monotonic()
@@ -78,6 +90,7 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "load_seconds": stats.seconds,
+        "first_byte_seconds": source.first_byte_seconds,
         "rows": stats.rows_copied,
         "bytes_read": stats.bytes_read,
         "bytes_decompressed": stats.bytes_decompressed,
