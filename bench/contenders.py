@@ -44,6 +44,9 @@ class Context:
     data: dict[int, SizedData]
     records: int
     rows_path: Path
+    """Text COPY rows of the main data set (the ``--settings`` experiments)."""
+    binary_rows_path: Path
+    """The exact rows the operator sends (binary, as the loader picks for the bench table): the limit's."""
     airflow_env: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = print
 
@@ -103,7 +106,7 @@ def limit(
 ) -> dict[str, Any]:
     """psql ``\\copy`` of the final COPY rows from a local file (the server-bound limit)."""
     reset = ctx.admin.reset(table)
-    result = run_psql(ctx.pg, commands or [copy_command(ctx.rows_path, table)], options=options)
+    result = run_psql(ctx.pg, commands or [copy_command(ctx.binary_rows_path, table)], options=options)
     _check_rows(ctx, ctx.records, table)
     return {
         "seconds": result.seconds,

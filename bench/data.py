@@ -7,23 +7,26 @@ member, level 1) in a writer thread while the next lines are generated.
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import itertools
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.sample import jsonl_lines
-from s3_postgres_copy.copy_format import RowFormat
+from s3_postgres_copy.copy_format import BINARY_SIGNATURE, BINARY_TRAILER, RowFormat, binary_row_format
 from s3_postgres_copy.documents import JsonLinesEncoder
 from s3_postgres_copy.records import line_blocks
+from s3_postgres_copy.sink import Columns
 
 if TYPE_CHECKING:
     from harness.s3 import LocalS3
+    from s3_postgres_copy.copy_format import CopyRows
 
 BUCKET = "bench-imports"
 SEED = 1
@@ -145,22 +148,36 @@ def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
             yield chunk
 
 
-def write_copy_rows(data: SizedData, path: Path) -> int:
-    """Encode the plain object's lines into the exact COPY text rows the loader sends; return bytes.
+def write_copy_rows(data: SizedData, path: Path, types: Mapping[str, str] | None = None) -> int:
+    """Encode the plain object's lines into the exact COPY rows the loader sends; return bytes.
 
-    Uses the plugin's own encoder with the plain object's key and ETag, the bench batch id and a
-    fixed ``loaded_at`` of the loader's format: the same columns, escaping and line numbers.
+    Uses the plugin's own encoder and row layout with the plain object's key and ETag, the bench
+    batch id and a fixed ``loaded_at``: the same columns, fields and line numbers. With ``types``
+    (the bench table's column type by role), the binary layout the loader picks for them, between
+    the binary signature and trailer; without, text rows (for the ``--settings`` experiments).
     """
-    row_format = RowFormat(constants(data.key("plain"), data.etags["plain"]), with_line=True)
+    values = constants(data.key("plain"), data.etags["plain"])
+    head, tail = b"", b""
+    row_format: CopyRows
+    if types is None:
+        row_format = RowFormat(values, with_line=True)
+    else:
+        roles = dict(zip(Columns.CONSTANTS, [*values[:3], datetime.datetime.fromisoformat(LOADED_AT)], strict=True))
+        layout = binary_row_format(types, roles, with_line=True)
+        if isinstance(layout, str):
+            raise RuntimeError(f"the bench table cannot take binary rows: {layout}")
+        row_format, head, tail = layout, BINARY_SIGNATURE, BINARY_TRAILER
     encoder = JsonLinesEncoder(row_format)
     size = 0
     with open(path, "wb") as out:
+        out.write(head)
         for block in encoder.encode(line_blocks(_file_chunks(data.plain_path))):
             if block.rejects:
                 raise RuntimeError(f"sample data has bad records: {block.rejects[:3]}")
             out.write(block.payload)
             size += len(block.payload)
-    return size
+        out.write(tail)
+    return size + len(head) + len(tail)
 
 
 def first_lines(data: SizedData, n: int) -> list[bytes]:

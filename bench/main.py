@@ -37,6 +37,7 @@ from bench.server import (  # noqa: E402
     effective_settings,
     psql_version,
     requested_settings,
+    role_types,
     server_version,
     start_server,
 )
@@ -253,11 +254,13 @@ def prepare(args: argparse.Namespace, pg: Any, s3: LocalS3, tmp: Path, out: dict
     generated = time.monotonic() - t0
     uploaded = data.upload(s3, datasets, sizes)
     main_data = datasets[args.records]
-    rows_path = tmp / "rows.copy"
-    t0 = time.monotonic()
-    rows_bytes = data.write_copy_rows(main_data, rows_path)
-    encoded = time.monotonic() - t0
     create_table(pg)
+    rows_path = tmp / "rows.copy"
+    binary_rows_path = tmp / "rows.pgcopy"
+    t0 = time.monotonic()
+    rows_bytes = data.write_copy_rows(main_data, binary_rows_path, role_types(pg))
+    text_rows_bytes = data.write_copy_rows(main_data, rows_path)
+    encoded = time.monotonic() - t0
     out["data"] = {
         "records": args.records,
         "seed": data.SEED,
@@ -266,14 +269,16 @@ def prepare(args: argparse.Namespace, pg: Any, s3: LocalS3, tmp: Path, out: dict
         "gzip_bytes": main_data.gz_bytes,
         "bytes_per_record": round(main_data.plain_bytes / args.records, 1),
         "copy_rows_bytes": rows_bytes,
+        "copy_format": "binary",
+        "text_rows_bytes": text_rows_bytes,
         "sizes": {str(n): sorted(kinds) for n, kinds in sorted(sizes.items())},
         "setup_seconds": {"generate": round(generated, 1), "upload": round(uploaded, 1), "encode": round(encoded, 1)},
     }
     log(
         f"data: {args.records:,} records, {main_data.plain_bytes / 1e6:.0f} MB JSON lines "
         f"({main_data.plain_bytes / args.records:.0f} B/record), {(main_data.gz_bytes or 0) / 1e6:.0f} MB gzip -1, "
-        f"{rows_bytes / 1e6:.0f} MB COPY rows; generated {generated:.0f} s, uploaded {uploaded:.0f} s, "
-        f"encoded {encoded:.0f} s"
+        f"{rows_bytes / 1e6:.0f} MB binary COPY rows ({text_rows_bytes / 1e6:.0f} MB as text); "
+        f"generated {generated:.0f} s, uploaded {uploaded:.0f} s, encoded {encoded:.0f} s"
     )
     airflow_env = {
         **os.environ,
@@ -289,6 +294,7 @@ def prepare(args: argparse.Namespace, pg: Any, s3: LocalS3, tmp: Path, out: dict
         data=datasets,
         records=args.records,
         rows_path=rows_path,
+        binary_rows_path=binary_rows_path,
         airflow_env=airflow_env,
         log=log,
     )

@@ -144,7 +144,8 @@ def summarize(out: dict[str, Any]) -> list[dict[str, Any]]:
             bpr,
             ratio={"median": 1.0, "min": 1.0, "max": 1.0, "n": 1},
             note=(
-                f"{out['data']['copy_rows_bytes'] / 1e6:.0f} MB of COPY rows from a local file; "
+                f"{out['data']['copy_rows_bytes'] / 1e6:.0f} MB of {out['data'].get('copy_format', 'text')} COPY rows "
+                "from a local file; "
                 f"{len(limit_seconds)} runs {min(limit_seconds):.2f}–{max(limit_seconds):.2f} s"
             ),
             key="limit",

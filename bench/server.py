@@ -20,6 +20,7 @@ from harness.postgres import BASE_SETTINGS, ThrowawayPostgres
 from s3_postgres_copy.sink import Columns, PostgresSink
 
 TABLE = "bench_load"
+BINARY_SUFFIX = ".pgcopy"
 COLUMNS = Columns()
 COPY_COLUMNS = ", ".join(name for _, name in COLUMNS.roles())
 
@@ -86,6 +87,15 @@ def create_table(pg: ThrowawayPostgres, table: str = TABLE, *, unlogged: bool = 
         if unlogged:
             conn.execute(f"ALTER TABLE {table} SET UNLOGGED")
         conn.commit()
+
+
+def role_types(pg: ThrowawayPostgres, table: str = TABLE) -> dict[str, str]:
+    """The type of each loaded column by role, read by the sink as a load reads it."""
+    with pg.connect(autocommit=False) as conn:
+        sink = PostgresSink(conn, table, COLUMNS)
+        sink.prepare(create_table=False, with_rejects=False)
+        conn.rollback()
+        return sink.role_types()
 
 
 def self_cpu() -> float:
@@ -168,7 +178,12 @@ def psql_version(pg: ThrowawayPostgres) -> str:
 
 
 def copy_command(path: Path, table: str = TABLE, options: str = "") -> str:
-    """The psql ``\\copy`` meta-command loading ``path`` into ``table`` (the operator's columns)."""
+    """The psql ``\\copy`` meta-command loading ``path`` into ``table`` (the operator's columns).
+
+    A ``.pgcopy`` file holds binary rows (``FORMAT binary``), anything else text rows.
+    """
+    if path.suffix == BINARY_SUFFIX:
+        options = ", ".join(filter(None, ["FORMAT binary", options]))
     suffix = f" WITH ({options})" if options else ""
     return f"\\copy {table} ({COPY_COLUMNS}) FROM '{path}'{suffix}"
 

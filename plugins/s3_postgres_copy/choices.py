@@ -5,3 +5,4 @@ from __future__ import annotations
 FORMATS = ("auto", "jsonl", "csv")
 COMPRESSIONS = ("auto", "none", "gzip")
 MODES = ("replace", "append")
+COPY_FORMATS = ("auto", "text", "binary")

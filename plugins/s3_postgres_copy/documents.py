@@ -18,12 +18,14 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import simplejson
 
-from s3_postgres_copy.copy_format import RowFormat, escape
 from s3_postgres_copy.records import JSON_WHITESPACE, LineBlock, LineCount, csv_records
+
+if TYPE_CHECKING:
+    from s3_postgres_copy.copy_format import CopyRows
 
 Transform = Callable[[dict[str, Any]], Mapping[str, Any]]
 Validator = Callable[[Mapping[str, Any]], None]
@@ -181,7 +183,7 @@ class JsonLinesEncoder:
     :param validate: a schema check applied to each document (forces the record path).
     """
 
-    def __init__(self, row_format: RowFormat, transform: Transform | None = None, validate: Validator | None = None):
+    def __init__(self, row_format: CopyRows, transform: Transform | None = None, validate: Validator | None = None):
         self.row_format = row_format
         self.transform = transform
         self.validate = validate
@@ -198,7 +200,7 @@ class JsonLinesEncoder:
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
         if self._fast and _all_lines_open_objects(data, block.count) and is_utf8(data):
-            docs = escape(data).split(b"\n")
+            docs = self.row_format.fields(data)
             if data.endswith(b"\n"):
                 docs.pop()
             lines = range(block.first_line, block.first_line + block.count)
@@ -232,8 +234,7 @@ class JsonLinesEncoder:
                 continue
             lines.append(number)
         if docs:
-            escaped = escape(b"\n".join(docs)).split(b"\n")
-            out.payload = self.row_format.rows(escaped, lines)
+            out.payload = self.row_format.encode(docs, lines)
         return out
 
     def _document(self, raw: bytes) -> bytes:
@@ -305,7 +306,7 @@ class CsvEncoder:
 
     def __init__(
         self,
-        row_format: RowFormat,
+        row_format: CopyRows,
         transform: Transform | None = None,
         validate: Validator | None = None,
         *,
@@ -364,7 +365,7 @@ class CsvEncoder:
         out.lines_read, out.blank_lines = counter.lines - seen.lines, counter.blank - seen.blank
         seen.lines, seen.blank = counter.lines, counter.blank
         if docs:
-            out.payload = self.row_format.rows(escape(b"\n".join(docs)).split(b"\n"), out.lines)
+            out.payload = self.row_format.encode(docs, out.lines)
         return out
 
     def _document(self, record: dict[str, Any]) -> bytes:

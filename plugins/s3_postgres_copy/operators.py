@@ -48,6 +48,8 @@ class S3ToPostgresCopyOperator(BaseOperator):
     :param max_attempts: requests allowed per object when the stream breaks.
     :param read_timeout: seconds without data before the stream counts as broken.
     :param progress_interval: seconds between progress log lines.
+    :param copy_format: ``"auto"`` sends binary COPY rows (faster for the server) in strict mode when the
+        columns' types allow, text rows otherwise; ``"text"``; ``"binary"`` (fails if it cannot).
     """
 
     template_fields: Sequence[str] = ("s3_bucket", "s3_key", "s3_prefix", "table", "batch_id")
@@ -78,6 +80,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
         read_timeout: float = 60.0,
         chunk_size: int = 1 << 20,
         progress_interval: float = 10.0,
+        copy_format: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -103,6 +106,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
         self.read_timeout = read_timeout
         self.chunk_size = chunk_size
         self.progress_interval = progress_interval
+        self.copy_format = copy_format
         self._loaded: list[LoadStats] = []
 
     # -- hooks ---------------------------------------------------------------------------
@@ -157,6 +161,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
             columns=columns,
             create_table=self.create_table,
             batch_id=batch_id,
+            copy_format=self.copy_format,  # type: ignore[arg-type]
         )
         options.check()
         return options

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from s3_postgres_copy.copy_format import BINARY_SIGNATURE, BINARY_TRAILER
 from s3_postgres_copy.identifiers import check_name, split_table, table_identifier
 from s3_postgres_copy.stream import open_chunks
 
@@ -109,6 +110,12 @@ def is_data_error(err: BaseException) -> bool:
     return code[:2] in ("22", "23", "54")
 
 
+def _binary_copy_data(payloads: Iterable[bytes]) -> Iterator[bytes]:
+    yield BINARY_SIGNATURE
+    yield from payloads
+    yield BINARY_TRAILER
+
+
 class PostgresSink:
     """One load's transaction on a DB-API connection from ``PostgresHook.get_conn()``.
 
@@ -126,8 +133,11 @@ class PostgresSink:
         if conn.autocommit:
             conn.autocommit = False
         self.cursor = conn.cursor()
-        names = sql.SQL(", ").join(sql.Identifier(name) for _, name in columns.roles())
-        self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(self.table, names)
+        self._names = sql.SQL(", ").join(sql.Identifier(name) for _, name in columns.roles())
+        self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(self.table, self._names)
+        self.binary = False
+        self.types: dict[str, str] = {}
+        """The target table's column types (``regtype`` names) by column name, after :meth:`prepare`."""
 
     @property
     def rejects_table(self) -> sql.Identifier:
@@ -149,18 +159,21 @@ class PostgresSink:
         return None if row is None else row[0]
 
     # -- DDL ---------------------------------------------------------------------------------
-    def table_columns(self, suffix: str = "") -> set[str] | None:
-        """The column names of the target (or rejects) table, or None if it does not exist."""
+    def table_columns(self, suffix: str = "") -> dict[str, str] | None:
+        """Column name → type (``regtype``) of the target (or rejects) table, or None if it does not exist."""
         parts = split_table(self.table_name)
         qualified = sql.Identifier(*parts[:-1], parts[-1] + suffix).as_string(None)
         oid = self.scalar(sql.SQL("SELECT to_regclass(%s)::oid"), [qualified])
         if oid is None:
             return None
         rows = self.execute(
-            sql.SQL("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped"),
+            sql.SQL(
+                "SELECT attname, atttypid::regtype::text FROM pg_attribute "
+                "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped"
+            ),
             [oid],
         ).fetchall()
-        return {row[0] for row in rows}
+        return {row[0]: row[1] for row in rows}
 
     def prepare(self, *, create_table: bool, with_rejects: bool) -> None:
         """Create the tables if allowed and missing; check that the columns exist."""
@@ -186,6 +199,7 @@ class PostgresSink:
                         index, self.table, sql.Identifier(self.columns.source_key)
                     )
                 )
+            existing = self.table_columns() or {}
         else:
             missing = [name for _, name in self.columns.roles() if name not in existing]
             if missing:
@@ -193,6 +207,7 @@ class PostgresSink:
                     f"table {self.table_name} has no column(s) {', '.join(missing)}; "
                     f"it has {', '.join(sorted(existing))}. Set the column names or leave them out (None)."
                 )
+        self.types = existing
         if with_rejects and self.table_columns("_rejects") is None:
             if not create_table:
                 raise ValueError(f"table {self.table_name}_rejects does not exist and create_table is False")
@@ -221,8 +236,19 @@ class PostgresSink:
             self.execute(sql.SQL("DELETE FROM {} WHERE source_key = %s").format(self.rejects_table), [key])
         return deleted
 
+    def role_types(self) -> dict[str, str]:
+        """The type of each loaded column by role (after :meth:`prepare`)."""
+        return {role: self.types[name] for role, name in self.columns.roles()}
+
+    def use_binary(self) -> None:
+        """Send binary COPY rows from now on (:class:`~s3_postgres_copy.copy_format.BinaryRowFormat`)."""
+        self.binary = True
+        self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(self.table, self._names)
+
     def copy(self, payloads: Iterable[bytes]) -> None:
-        """Run one ``COPY ... FROM STDIN`` fed by ``payloads`` (COPY text rows)."""
+        """Run one ``COPY ... FROM STDIN`` fed by ``payloads`` (COPY rows; binary ones get a signature and trailer)."""
+        if self.binary:
+            payloads = _binary_copy_data(payloads)
         if self.driver == "psycopg":
             with self.cursor.copy(self.copy_sql) as copy:
                 for payload in payloads:

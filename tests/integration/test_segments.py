@@ -40,13 +40,27 @@ def copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
         def counted() -> Iterator[bytes]:
             for payload in payloads:
-                sizes[-1] += payload.count(b"\n")
+                sizes[-1] += binary_rows(payload) if self.binary else payload.count(b"\n")
                 yield payload
 
         original(self, counted())
 
     monkeypatch.setattr(PostgresSink, "copy", counting)
     return sizes
+
+
+def binary_rows(payload: bytes) -> int:
+    """How many binary COPY rows ``payload`` holds (each: a field count, then length + bytes per field)."""
+    rows = position = 0
+    while position < len(payload):
+        fields = int.from_bytes(payload[position : position + 2], "big", signed=True)
+        position += 2
+        for _ in range(fields):
+            length = int.from_bytes(payload[position : position + 4], "big", signed=True)
+            position += 4 + max(length, 0)
+        rows += 1
+    assert position == len(payload), "a payload ends inside a row"
+    return rows
 
 
 def small_reads(env: IntegrationEnv, key: str) -> HttpObjectSource:

@@ -1,10 +1,23 @@
 from __future__ import annotations
 
+import datetime
 import random
+import struct
 
 import pytest
 
-from s3_postgres_copy.copy_format import NULL, RowFormat, encode_value, escape, escape_field, unescape
+from s3_postgres_copy.copy_format import (
+    BINARY_SIGNATURE,
+    BINARY_TRAILER,
+    NULL,
+    BinaryRowFormat,
+    RowFormat,
+    binary_row_format,
+    encode_value,
+    escape,
+    escape_field,
+    unescape,
+)
 
 SPECIAL = [b"\\", b"\t", b"\r", b"\n"]
 
@@ -215,3 +228,90 @@ class TestDocumentOf:
         rows = payload.split(b"\n")
         assert rows.pop() == b""
         assert [RowFormat.document_of(row) for row in rows] == docs
+
+
+# -- binary format -------------------------------------------------------------------------
+STANDARD = {
+    "document": "jsonb",
+    "source_key": "text",
+    "source_etag": "text",
+    "batch_id": "character varying",
+    "loaded_at": "timestamp with time zone",
+    "source_line": "bigint",
+}
+LOADED_AT = datetime.datetime(2000, 1, 2, 0, 0, 0, 5, tzinfo=datetime.UTC)  # one day and 5 µs after PostgreSQL's epoch
+CONSTANTS = {"source_key": "k/é.jsonl", "source_etag": None, "batch_id": "b1", "loaded_at": LOADED_AT}
+
+
+def field(data: bytes) -> bytes:
+    return struct.pack(">i", len(data)) + data
+
+
+class TestBinaryRowFormat:
+    def test_rows_are_length_prefixed_fields_with_jsonb_version_byte(self) -> None:
+        layout = binary_row_format(STANDARD, CONSTANTS, with_line=True)
+        assert isinstance(layout, BinaryRowFormat)
+
+        rows = layout.encode([b'{"a": "\\\\ tab\\t"}', b"{}"], [7, 9])
+
+        fixed = (
+            field("k/é.jsonl".encode())
+            + struct.pack(">i", -1)  # NULL etag
+            + field(b"b1")
+            + field(struct.pack(">q", 86_400_000_005))
+        )
+        assert rows == (
+            struct.pack(">h", 6)
+            + field(b'\x01{"a": "\\\\ tab\\t"}')  # nothing escaped: the bytes go as they are
+            + fixed
+            + field(struct.pack(">q", 7))
+            + struct.pack(">h", 6)
+            + field(b"\x01{}")
+            + fixed
+            + field(struct.pack(">q", 9))
+        )
+
+    @pytest.mark.parametrize("document", ["json", "text"])
+    def test_json_and_text_documents_have_no_version_byte(self, document: str) -> None:
+        layout = binary_row_format({"document": document}, {}, with_line=False)
+        assert isinstance(layout, BinaryRowFormat)
+        assert layout.rows(layout.fields(b"{}\n[1]"), []) == struct.pack(">h", 1) + field(b"{}") + struct.pack(
+            ">h", 1
+        ) + field(b"[1]")
+
+    def test_timestamp_without_time_zone_gets_the_utc_wall_time_and_text_gets_iso(self) -> None:
+        for loaded_at_type, expected in (
+            ("timestamp without time zone", field(struct.pack(">q", 86_400_000_005))),
+            ("text", field(LOADED_AT.isoformat().encode())),
+        ):
+            layout = binary_row_format(
+                {"document": "jsonb", "loaded_at": loaded_at_type}, {"loaded_at": LOADED_AT}, with_line=False
+            )
+            assert isinstance(layout, BinaryRowFormat)
+            assert layout.encode([b"{}"], []) == struct.pack(">h", 2) + field(b"\x01{}") + expected
+
+    @pytest.mark.parametrize(
+        ("role", "type_name", "reason"),
+        [
+            ("document", "bytea", "the document column is bytea, not one of jsonb, json, text"),
+            ("source_key", "citext", "the source_key column is citext"),
+            ("loaded_at", "date", "the loaded_at column is date"),
+            ("source_line", "integer", "the source_line column is integer, not bigint"),
+            ("source_line", "numeric", "the source_line column is numeric, not bigint"),
+        ],
+    )
+    def test_other_column_types_say_why_there_is_no_binary_layout(self, role: str, type_name: str, reason: str) -> None:
+        assert binary_row_format({**STANDARD, role: type_name}, CONSTANTS, with_line=True) == reason
+
+    def test_signature_and_trailer_are_postgresqls(self) -> None:
+        assert BINARY_SIGNATURE == b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
+        assert BINARY_TRAILER == b"\xff\xff"
+
+    def test_text_and_binary_layouts_split_blocks_alike(self) -> None:
+        data = b'{"a": "x\\\\y"}\n{"b": 1}\n'
+        text = RowFormat([], with_line=False)
+        binary = binary_row_format({"document": "json"}, {}, with_line=False)
+        assert isinstance(binary, BinaryRowFormat)
+        assert text.fields(data) == [b'{"a": "x\\\\\\\\y"}', b'{"b": 1}', b""]
+        assert binary.fields(data) == [b'{"a": "x\\\\y"}', b'{"b": 1}', b""]
+        assert (text.binary, binary.binary) == (False, True)

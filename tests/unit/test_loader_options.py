@@ -67,6 +67,12 @@ class TestLoadOptionsCheck:
             ({"segment_bytes": 0}, "segment_bytes must be a positive integer, got 0"),
             ({"segment_bytes": 1e6}, "segment_bytes must be a positive integer, got 1000000.0"),
             ({"max_line_bytes": True}, "max_line_bytes must be a positive integer, got True"),
+            ({"copy_format": "csv"}, "copy_format must be one of auto, text, binary; got 'csv'"),
+            (
+                {"copy_format": "binary", "max_bad_rows": 3},
+                "copy_format='binary' needs strict mode (max_bad_rows=0, no max_bad_ratio): "
+                "tolerant mode re-sends refused segments as text rows",
+            ),
             ({"max_bad_ratio": 1.5}, "max_bad_ratio must be a number between 0 and 1, got 1.5"),
             ({"max_bad_ratio": -0.1}, "max_bad_ratio must be a number between 0 and 1, got -0.1"),
             ({"max_bad_ratio": float("nan")}, "max_bad_ratio must be a number between 0 and 1, got nan"),
@@ -97,6 +103,8 @@ class TestLoadOptionsCheck:
             "zero-segment",
             "float-segment",
             "bool-line-limit",
+            "copy-format",
+            "binary-tolerant",
             "ratio-above-one",
             "ratio-negative",
             "ratio-nan",
