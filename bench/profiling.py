@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import RESULTS, contenders
 from bench.data import constants
+from bench.server import role_types
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -109,6 +110,7 @@ def profile(ctx: Context, out: dict[str, Any], log: Callable[[str], None]) -> di
         "url": ctx.presign(main.key("plain")),
         "dsn": ctx.pg.dsn,
         "constants": constants(main.key("plain"), main.etags["plain"]),
+        "types": role_types(ctx.pg),
         "reps": 3,
     }
     stages = contenders.child(ctx, "bench.worker", spec)

@@ -29,7 +29,6 @@ PATCHES = ("utf8_in_pieces", "skip_utf8_check", "drop_sent_payloads")
 def apply(patches: Iterable[str]) -> None:
     """Apply the named patches to the imported plugin classes."""
     from s3_postgres_copy import documents
-    from s3_postgres_copy.copy_format import escape
 
     wanted = set(patches)
     unknown = wanted - set(PATCHES)
@@ -48,7 +47,7 @@ def apply(patches: Iterable[str]) -> None:
             if b"\r" in data:
                 data = data.replace(b"\r\n", b"\n")
             if self._fast and documents._all_lines_open_objects(data, block.count) and (check is None or check(data)):
-                docs = escape(data).split(b"\n")
+                docs = self.row_format.fields(data)
                 if data.endswith(b"\n"):
                     docs.pop()
                 lines = range(block.first_line, block.first_line + block.count)

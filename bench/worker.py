@@ -13,6 +13,7 @@ Only what a load needs is imported before the baseline memory reading.
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 import time
@@ -123,9 +124,10 @@ def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
     import psycopg
     import requests
 
-    from s3_postgres_copy.copy_format import RowFormat, escape
+    from s3_postgres_copy.copy_format import RowFormat, binary_row_format, escape
     from s3_postgres_copy.documents import JsonLinesEncoder, _all_lines_open_objects, is_utf8
     from s3_postgres_copy.records import line_blocks
+    from s3_postgres_copy.sink import Columns
     from s3_postgres_copy.source import gunzip
 
     reps = int(spec.get("reps", 3))
@@ -139,6 +141,11 @@ def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
     template = row_format._template
     split = [escape(b.data).split(b"\n")[:-1] for b in blocks]
     encoder = JsonLinesEncoder(row_format)
+    roles = dict(zip(Columns.CONSTANTS, spec["constants"], strict=True))
+    roles["loaded_at"] = datetime.datetime.fromisoformat(roles["loaded_at"])
+    binary = binary_row_format(spec["types"], roles, with_line=True)
+    if isinstance(binary, str):
+        raise RuntimeError(f"no binary layout: {binary}")
     payloads = [encoder.encode_block(b).payload for b in blocks]
     out: dict[str, Any] = {"records": sum(b.count for b in blocks), "blocks": len(blocks), "stages": {}}
     stages = out["stages"]
@@ -198,9 +205,17 @@ def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
             ],
         ),
         (
+            "binary_rows",
+            "per record",
+            "binary rows instead (split unescaped, length-prefixed fields, join)",
+            lambda: [
+                binary.rows(binary.fields(b.data)[:-1], range(b.first_line, b.first_line + b.count)) for b in blocks
+            ],
+        ),
+        (
             "encode_block",
             "total",
-            "JsonLinesEncoder.encode_block, all of the above",
+            "JsonLinesEncoder.encode_block (the text layout), all of the above",
             lambda: [encoder.encode_block(b) for b in blocks],
         ),
     ]
