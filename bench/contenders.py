@@ -102,11 +102,19 @@ def _check_rows(ctx: Context, expected: int, table: str = TABLE) -> int:
 
 
 def limit(
-    ctx: Context, *, table: str = TABLE, commands: list[str] | None = None, options: str | None = None
+    ctx: Context,
+    *,
+    table: str = TABLE,
+    commands: list[str] | None = None,
+    options: str | None = None,
+    rows: Path | None = None,
 ) -> dict[str, Any]:
-    """psql ``\\copy`` of the final COPY rows from a local file (the server-bound limit)."""
+    """psql ``\\copy`` of the final COPY rows from a local file (the server-bound limit).
+
+    ``rows``: another rows file (default: the binary rows the loader sends).
+    """
     reset = ctx.admin.reset(table)
-    result = run_psql(ctx.pg, commands or [copy_command(ctx.binary_rows_path, table)], options=options)
+    result = run_psql(ctx.pg, commands or [copy_command(rows or ctx.binary_rows_path, table)], options=options)
     _check_rows(ctx, ctx.records, table)
     return {
         "seconds": result.seconds,
@@ -126,6 +134,7 @@ def operator(
     *,
     driver: str = "psycopg",
     segment_bytes: int | None = None,
+    copy_format: str = "auto",
     table: str = TABLE,
     reset: bool = True,
     patches: list[str] | None = None,
@@ -144,6 +153,7 @@ def operator(
         "table": table,
         "batch_id": BATCH_ID,
         "segment_bytes": segment_bytes,
+        "copy_format": copy_format,
         "patches": patches or [],
     }
     window = CpuWindow()

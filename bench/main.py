@@ -48,6 +48,7 @@ FULL = {
     "records": 1_000_000,
     "reps": 5,
     "psycopg2_reps": 2,
+    "text_reps": 2,
     "dag": True,
     "dag_records": 200_000,
     "mem_sizes": "200000,2000000",
@@ -61,6 +62,7 @@ QUICK = {
     "records": 100_000,
     "reps": 2,
     "psycopg2_reps": 1,
+    "text_reps": 1,
     "dag": False,
     "dag_records": 20_000,
     "mem_sizes": "50000,200000",
@@ -85,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--records", type=int, help="records in the main comparison (default 1M; quick 100k)")
     parser.add_argument("--reps", type=int, help="interleaved limit/operator pairs per variant (5; quick 2)")
     parser.add_argument("--psycopg2-reps", type=int, help="pairs for the psycopg2 variant (2; quick 1)")
+    parser.add_argument(
+        "--text-reps", type=int, help="pairs of text-format COPY rows: psql and the loader (2; quick 1)"
+    )
     parser.add_argument(
         "--dag",
         action=argparse.BooleanOptionalAction,
@@ -313,23 +318,40 @@ def _fmt_run(run: dict[str, Any]) -> str:
 
 def run_main(args: argparse.Namespace, ctx: contenders.Context, out: dict[str, Any]) -> None:
     main_data = ctx.main
-    runs: dict[str, list[dict[str, Any]]] = {"limit": [], "plain": [], "gzip": [], "psycopg2": []}
-    pairs: dict[str, list[dict[str, float]]] = {"plain": [], "gzip": [], "psycopg2": []}
+    runs: dict[str, list[dict[str, Any]]] = {
+        "limit": [],
+        "plain": [],
+        "gzip": [],
+        "psycopg2": [],
+        "limit_text": [],
+        "text": [],
+    }
+    pairs: dict[str, list[dict[str, float]]] = {"plain": [], "gzip": [], "psycopg2": [], "text": []}
     if args.warmup:
         log("warm-up pair (not counted)")
         contenders.limit(ctx)
         contenders.operator(ctx, main_data, "plain")
 
-    def pair(variant: str, compression: str, driver: str, *, operator_first: bool = False) -> None:
+    def pair(
+        variant: str, compression: str, driver: str, *, operator_first: bool = False, copy_format: str = "auto"
+    ) -> None:
         # Counterbalanced order (limit first in one pair, the operator first in the next) so that
         # whatever a run leaves behind for the next one weighs on both sides alike.
+        text = copy_format == "text"
+
+        def limit() -> dict[str, Any]:
+            return contenders.limit(ctx, rows=ctx.rows_path if text else None)
+
+        def operator() -> dict[str, Any]:
+            return contenders.operator(ctx, main_data, compression, driver=driver, copy_format=copy_format)
+
         if operator_first:
-            op = contenders.operator(ctx, main_data, compression, driver=driver)
-            lim = contenders.limit(ctx)
+            op = operator()
+            lim = limit()
         else:
-            lim = contenders.limit(ctx)
-            op = contenders.operator(ctx, main_data, compression, driver=driver)
-        runs["limit"].append(lim)
+            lim = limit()
+            op = operator()
+        runs["limit_text" if text else "limit"].append(lim)
         runs[variant].append(op)
         pairs[variant].append(
             {
@@ -351,6 +373,9 @@ def run_main(args: argparse.Namespace, ctx: contenders.Context, out: dict[str, A
     for rep in range(args.psycopg2_reps):
         log(f"psycopg2 rep {rep + 1}/{args.psycopg2_reps}")
         pair("psycopg2", "plain", "psycopg2", operator_first=rep % 2 == 1)
+    for rep in range(args.text_reps):
+        log(f"text rows rep {rep + 1}/{args.text_reps}")
+        pair("text", "plain", "psycopg", operator_first=rep % 2 == 0, copy_format="text")
     out["runs"] = runs
     out["pairs"] = pairs
 

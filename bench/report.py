@@ -152,13 +152,34 @@ def summarize(out: dict[str, Any]) -> list[dict[str, Any]]:
             seconds_spread=spread(limit_seconds),
         )
     ]
+    text_limits = [r["seconds"] for r in runs.get("limit_text") or []]
+    if text_limits:
+        rows.append(
+            _entry(
+                "limit with text rows: psql \\copy",
+                n,
+                median(text_limits),
+                bpr,
+                note=(
+                    f"{out['data']['text_rows_bytes'] / 1e6:.0f} MB of text COPY rows; {len(text_limits)} runs "
+                    f"{min(text_limits):.2f}–{max(text_limits):.2f} s; text/binary seconds "
+                    f"{median(text_limits) / limit_median:.2f} (medians of runs in different pairs)"
+                ),
+                key="limit_text",
+                seconds_spread=spread(text_limits),
+            )
+        )
     labels = {
         "plain": ("this project: load_object, plain (psycopg 3)", "S3 pre-signed URL"),
         "gzip": ("this project: load_object, gzip -1 (psycopg 3)", "S3 pre-signed URL, gunzip"),
         "psycopg2": ("this project: load_object, plain (psycopg2)", "S3 pre-signed URL, copy_expert"),
+        "text": (
+            "this project: load_object, plain, text rows (psycopg 3)",
+            "copy_format='text'; ratio to the text-rows limit",
+        ),
     }
     for variant, (label, what) in labels.items():
-        if not runs[variant]:
+        if not runs.get(variant):
             continue
         seconds = [r["seconds"] for r in runs[variant]]
         rows.append(
@@ -249,7 +270,14 @@ def summarize(out: dict[str, Any]) -> list[dict[str, Any]]:
 def cpu_breakdown(out: dict[str, Any]) -> list[dict[str, Any]]:
     """Where the CPU went, per contender (medians): client, server backend, S3 server, everything else."""
     rows = []
-    for key, label in (("limit", "limit (psql)"), ("plain", "plain"), ("gzip", "gzip"), ("psycopg2", "psycopg2")):
+    for key, label in (
+        ("limit", "limit (psql)"),
+        ("plain", "plain"),
+        ("gzip", "gzip"),
+        ("psycopg2", "psycopg2"),
+        ("limit_text", "limit, text rows"),
+        ("text", "plain, text rows"),
+    ):
         runs = out.get("runs", {}).get(key) or []
         if not runs:
             continue
@@ -303,7 +331,7 @@ def targets(out: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, A
             check(f"operator {variant} >= {TARGET_RATIO}x limit", ratio["median"], verdict(ratio, TARGET_RATIO), detail)
     memory = out.get("memory", [])
     if memory:
-        operator_runs = [r for key in ("plain", "gzip", "psycopg2") for r in out["runs"][key]]
+        operator_runs = [r for key in ("plain", "gzip", "psycopg2", "text") for r in out["runs"].get(key, [])]
         peaks = [r["peak_rss_mb"] for r in memory + operator_runs]
         check(
             f"peak RSS < {TARGET_PEAK_MB:.0f} MB",

@@ -58,6 +58,7 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         table=spec["table"],
         batch_id=spec["batch_id"],
         segment_bytes=int(spec.get("segment_bytes") or (32 << 20)),
+        copy_format=spec.get("copy_format") or "auto",
     )
     url = spec["url"]
 
@@ -105,6 +106,7 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         "end_rss_mb": end["VmRSS"],
         "driver": driver,
         "segment_bytes": options.segment_bytes,
+        "copy_format": stats.copy_format,
         "patches": spec.get("patches") or [],
         "stats": stats.as_dict(),
     }
