@@ -34,9 +34,11 @@ def escape_field(data: bytes) -> bytes:
 
 
 def encode_value(value: object) -> bytes:
-    """Encode a constant metadata value (``None`` becomes ``NULL``)."""
+    """Encode a constant metadata value (``None`` becomes ``NULL``, a datetime its ISO 8601 text)."""
     if value is None:
         return NULL
+    if isinstance(value, datetime.datetime):
+        value = value.isoformat()
     if isinstance(value, bytes):
         return escape_field(value)
     return escape_field(str(value).encode("utf-8"))
@@ -114,7 +116,7 @@ TEXT_TYPES = ("text", "character varying")
 TIMESTAMP_TYPES = ("timestamp with time zone", "timestamp without time zone")
 
 
-def _binary_constant(role: str, value: object, type_name: str) -> bytes | None:
+def _binary_constant(value: object, type_name: str) -> bytes | None:
     """The binary field (length + bytes) of a constant metadata value, or None if the type is not supported."""
     if value is None:
         return _NULL_FIELD
@@ -143,7 +145,7 @@ def binary_row_format(
         return f"the document column is {document}, not one of {', '.join(DOCUMENT_PREFIXES)}"
     fixed = []
     for role, value in constants.items():
-        field = _binary_constant(role, value, types[role])
+        field = _binary_constant(value, types[role])
         if field is None:
             return f"the {role} column is {types[role]}"
         fixed.append(field)
@@ -166,7 +168,8 @@ class BinaryRowFormat:
     def __init__(self, prefix: bytes, fixed: bytes, constants: int, *, with_line: bool) -> None:
         self.with_line = with_line
         self._count = 1 + constants + (1 if with_line else 0)
-        self._head = struct.Struct(">hi" + ("B" if prefix else "")).pack
+        # Field count, the document's length and its prefix (jsonb's version byte, or nothing) in one pack.
+        self._head = struct.Struct(f">hi{len(prefix)}s").pack
         self._prefix = prefix
         self._fixed = fixed
         self._line = struct.Struct(">iq").pack
@@ -177,25 +180,16 @@ class BinaryRowFormat:
 
     def rows(self, fields: Sequence[bytes], lines: Iterable[int]) -> bytes:
         """Binary COPY rows of documents with their source line numbers."""
-        head, count, fixed = self._head, self._count, self._fixed
+        head, count, prefix, fixed, line_field = self._head, self._count, self._prefix, self._fixed, self._line
+        extra = len(prefix)
         parts: list[bytes] = []
         add = parts.extend
-        if self._prefix:  # jsonb: the version byte is packed with the length
-            extra, version = len(self._prefix), self._prefix[0]
-            if self.with_line:
-                line_field = self._line
-                for doc, line in zip(fields, lines, strict=False):
-                    add((head(count, len(doc) + extra, version), doc, fixed, line_field(8, line)))
-            else:
-                for doc in fields:
-                    add((head(count, len(doc) + extra, version), doc, fixed))
-        elif self.with_line:
-            line_field = self._line
+        if self.with_line:
             for doc, line in zip(fields, lines, strict=False):
-                add((head(count, len(doc)), doc, fixed, line_field(8, line)))
+                add((head(count, len(doc) + extra, prefix), doc, fixed, line_field(8, line)))
         else:
             for doc in fields:
-                add((head(count, len(doc)), doc, fixed))
+                add((head(count, len(doc) + extra, prefix), doc, fixed))
         return b"".join(parts)
 
     def encode(self, documents: Sequence[bytes], lines: Iterable[int]) -> bytes:

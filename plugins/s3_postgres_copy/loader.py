@@ -262,14 +262,13 @@ class _Load:
         if options.copy_format != "text" and not options.tolerant:
             layout = binary_row_format(sink.role_types(), constants, with_line=with_line)
             if isinstance(layout, BinaryRowFormat):
-                sink.use_binary()
+                sink.binary = True
                 self.stats.copy_format = "binary"
                 return layout
             if options.copy_format == "binary":
                 raise ValueError(f"copy_format='binary' cannot load {options.table}: {layout}")
         self.stats.copy_format = "text"
-        text_values = [self.loaded_at.isoformat() if role == "loaded_at" else v for role, v in constants.items()]
-        return RowFormat(text_values, with_line=with_line)
+        return RowFormat(list(constants.values()), with_line=with_line)
 
     def encoded(self, fmt: str, chunks: Iterator[bytes], row_format: CopyRows) -> Iterator[EncodedBlock]:
         options = self.options

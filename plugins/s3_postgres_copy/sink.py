@@ -134,8 +134,8 @@ class PostgresSink:
             conn.autocommit = False
         self.cursor = conn.cursor()
         self._names = sql.SQL(", ").join(sql.Identifier(name) for _, name in columns.roles())
-        self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(self.table, self._names)
         self.binary = False
+        """Whether :meth:`copy` sends binary rows (:class:`~s3_postgres_copy.copy_format.BinaryRowFormat`)."""
         self.types: dict[str, str] = {}
         """The target table's column types (``regtype`` names) by column name, after :meth:`prepare`."""
 
@@ -240,10 +240,11 @@ class PostgresSink:
         """The type of each loaded column by role (after :meth:`prepare`)."""
         return {role: self.types[name] for role, name in self.columns.roles()}
 
-    def use_binary(self) -> None:
-        """Send binary COPY rows from now on (:class:`~s3_postgres_copy.copy_format.BinaryRowFormat`)."""
-        self.binary = True
-        self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(self.table, self._names)
+    @property
+    def copy_sql(self) -> sql.Composed:
+        """``COPY <table> (<columns>) FROM STDIN``, in binary format if :attr:`binary`."""
+        form = sql.SQL(" (FORMAT binary)" if self.binary else "")
+        return sql.SQL("COPY {} ({}) FROM STDIN{}").format(self.table, self._names, form)
 
     def copy(self, payloads: Iterable[bytes]) -> None:
         """Run one ``COPY ... FROM STDIN`` fed by ``payloads`` (COPY rows; binary ones get a signature and trailer)."""
