@@ -148,6 +148,22 @@ def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
             yield chunk
 
 
+def row_layout(values: list[str], types: Mapping[str, str] | None = None) -> CopyRows:
+    """The loader's row layout for the bench's constant values (:func:`constants`).
+
+    With ``types`` (column type by role), the binary layout the loader picks for them; without,
+    text rows.
+    """
+    if types is None:
+        return RowFormat(values, with_line=True)
+    roles: dict[str, object] = dict(zip(Columns.CONSTANTS, values, strict=True))
+    roles["loaded_at"] = datetime.datetime.fromisoformat(LOADED_AT)
+    layout = binary_row_format(types, roles, with_line=True)
+    if isinstance(layout, str):
+        raise RuntimeError(f"the bench table cannot take binary rows: {layout}")
+    return layout
+
+
 def write_copy_rows(data: SizedData, path: Path, types: Mapping[str, str] | None = None) -> int:
     """Encode the plain object's lines into the exact COPY rows the loader sends; return bytes.
 
@@ -156,17 +172,8 @@ def write_copy_rows(data: SizedData, path: Path, types: Mapping[str, str] | None
     (the bench table's column type by role), the binary layout the loader picks for them, between
     the binary signature and trailer; without, text rows (for the ``--settings`` experiments).
     """
-    values = constants(data.key("plain"), data.etags["plain"])
-    head, tail = b"", b""
-    row_format: CopyRows
-    if types is None:
-        row_format = RowFormat(values, with_line=True)
-    else:
-        roles = dict(zip(Columns.CONSTANTS, [*values[:3], datetime.datetime.fromisoformat(LOADED_AT)], strict=True))
-        layout = binary_row_format(types, roles, with_line=True)
-        if isinstance(layout, str):
-            raise RuntimeError(f"the bench table cannot take binary rows: {layout}")
-        row_format, head, tail = layout, BINARY_SIGNATURE, BINARY_TRAILER
+    row_format = row_layout(constants(data.key("plain"), data.etags["plain"]), types)
+    head, tail = (BINARY_SIGNATURE, BINARY_TRAILER) if row_format.binary else (b"", b"")
     encoder = JsonLinesEncoder(row_format)
     size = 0
     with open(path, "wb") as out:

@@ -296,23 +296,35 @@ def _parse_size(text: str) -> int:
     return int(text)
 
 
-def segment_experiment(ctx: Context, sizes: str, reps: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """load_object (plain) at several ``segment_bytes``, each run paired with a limit run."""
-    values = [(s.strip(), _parse_size(s)) for s in sizes.split(",")]
-    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in values}
-    rows_bytes = ctx.rows_path.stat().st_size
-    log(f"segments: {', '.join(label for label, _ in values)}, {reps} pairs each")
+def _paired_runs(
+    ctx: Context,
+    reps: int,
+    variants: dict[str, dict[str, Any]],
+    log: Callable[[str], None],
+    compression: str = "plain",
+) -> dict[str, list[dict[str, Any]]]:
+    """``reps`` rounds of (limit, operator with a variant's keyword arguments) pairs; runs by variant."""
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in variants}
     for rep in range(reps):
-        for label, size in values:
+        for label, kwargs in variants.items():
             lim = contenders.limit(ctx)
-            op = contenders.operator(ctx, ctx.main, "plain", segment_bytes=size)
+            op = contenders.operator(ctx, ctx.main, compression, **kwargs)
             op["limit_seconds"] = lim["seconds"]
             op["ratio"] = lim["seconds"] / op["seconds"]
             runs[label].append(op)
             log(
-                f"  [{rep + 1}/{reps}] segment {label}: {op['seconds']:.2f} s, ratio {op['ratio']:.3f}, "
-                f"peak {op['peak_rss_mb']:.0f} MB"
+                f"  [{rep + 1}/{reps}] {label}: {op['seconds']:.2f} s, ratio {op['ratio']:.3f}, "
+                f"client CPU {op['client_cpu']:.2f}, peak {op['peak_rss_mb']:.0f} MB"
             )
+    return runs
+
+
+def segment_experiment(ctx: Context, sizes: str, reps: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """load_object (plain) at several ``segment_bytes``, each run paired with a limit run."""
+    values = [(s.strip(), _parse_size(s)) for s in sizes.split(",")]
+    rows_bytes = ctx.binary_rows_path.stat().st_size
+    log(f"segments: {', '.join(label for label, _ in values)}, {reps} pairs each")
+    runs = _paired_runs(ctx, reps, {label: {"segment_bytes": size} for label, size in values}, log)
     rows = []
     for label, size in values:
         rs = runs[label]
@@ -332,7 +344,10 @@ def segment_experiment(ctx: Context, sizes: str, reps: int, log: Callable[[str],
         "runs": runs,
         "headers": ["segment_bytes", "COPY statements", "seconds", "ratio to limit", "client CPU", "peak RSS"],
         "rows": rows,
-        "notes": ["One COPY per segment; a segment's blocks stay in memory until it ends (for error line numbers)."],
+        "notes": [
+            "One COPY per segment; strict mode keeps only a segment's line numbers (to name a refused row's "
+            "line), tolerant mode its rows (to re-send them)."
+        ],
     }
 
 
@@ -348,19 +363,9 @@ def prototype_experiment(
     ctx: Context, reps: int, log: Callable[[str], None], compression: str = "plain"
 ) -> dict[str, Any]:
     """The plugin as is vs the prototyped changes (bench/prototype.py), each run paired with a limit run."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in PROTOTYPES}
     log(f"prototypes ({compression}): {', '.join(PROTOTYPES)}, {reps} pairs each")
-    for rep in range(reps):
-        for name, patches in PROTOTYPES.items():
-            lim = contenders.limit(ctx)
-            op = contenders.operator(ctx, ctx.main, compression, patches=patches)
-            op["limit_seconds"] = lim["seconds"]
-            op["ratio"] = lim["seconds"] / op["seconds"]
-            runs[name].append(op)
-            log(
-                f"  [{rep + 1}/{reps}] {name}: {op['seconds']:.2f} s, ratio {op['ratio']:.3f}, "
-                f"client CPU {op['client_cpu']:.2f}, peak {op['peak_rss_mb']:.0f} MB"
-            )
+    variants = {name: {"patches": patches} for name, patches in PROTOTYPES.items()}
+    runs = _paired_runs(ctx, reps, variants, log, compression)
     rows = []
     for name in PROTOTYPES:
         rs = runs[name]

@@ -13,7 +13,6 @@ Only what a load needs is imported before the baseline memory reading.
 
 from __future__ import annotations
 
-import datetime
 import json
 import sys
 import time
@@ -126,10 +125,10 @@ def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
     import psycopg
     import requests
 
-    from s3_postgres_copy.copy_format import RowFormat, binary_row_format, escape
+    from bench.data import row_layout
+    from s3_postgres_copy.copy_format import escape
     from s3_postgres_copy.documents import JsonLinesEncoder, _all_lines_open_objects, is_utf8
     from s3_postgres_copy.records import line_blocks
-    from s3_postgres_copy.sink import Columns
     from s3_postgres_copy.source import gunzip
 
     reps = int(spec.get("reps", 3))
@@ -139,15 +138,11 @@ def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
     chunks = [plain[i : i + mib] for i in range(0, len(plain), mib)]
     gz_chunks = [gz[i : i + mib] for i in range(0, len(gz), mib)]
     blocks = list(line_blocks(iter(chunks)))
-    row_format = RowFormat(spec["constants"], with_line=True)
+    row_format = row_layout(spec["constants"])
     template = row_format._template
     split = [escape(b.data).split(b"\n")[:-1] for b in blocks]
     encoder = JsonLinesEncoder(row_format)
-    roles = dict(zip(Columns.CONSTANTS, spec["constants"], strict=True))
-    roles["loaded_at"] = datetime.datetime.fromisoformat(roles["loaded_at"])
-    binary = binary_row_format(spec["types"], roles, with_line=True)
-    if isinstance(binary, str):
-        raise RuntimeError(f"no binary layout: {binary}")
+    binary = row_layout(spec["constants"], spec["types"])
     payloads = [encoder.encode_block(b).payload for b in blocks]
     out: dict[str, Any] = {"records": sum(b.count for b in blocks), "blocks": len(blocks), "stages": {}}
     stages = out["stages"]
