@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .helpers import DRIVERS, IntegrationEnv, unique
+from .helpers import DRIVERS, TIMEOUT, IntegrationEnv, unique
 
 if TYPE_CHECKING:
     from harness.postgres import ExistingPostgres, ThrowawayPostgres
@@ -23,13 +23,13 @@ def driver(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def env(postgres: ThrowawayPostgres | ExistingPostgres, s3: LocalS3, bucket: str) -> IntegrationEnv:
     """Loads over psycopg 3 (tests that parametrize the driver use ``denv``)."""
-    return IntegrationEnv(postgres, s3, bucket, None, driver="psycopg")  # type: ignore[arg-type]
+    return IntegrationEnv(postgres, s3, bucket, None, driver="psycopg", timeout=TIMEOUT)
 
 
 @pytest.fixture
 def denv(postgres: ThrowawayPostgres | ExistingPostgres, s3: LocalS3, bucket: str, driver: str) -> IntegrationEnv:
     """Loads over the parametrized driver's connection."""
-    return IntegrationEnv(postgres, s3, bucket, None, driver=driver)  # type: ignore[arg-type]
+    return IntegrationEnv(postgres, s3, bucket, None, driver=driver, timeout=TIMEOUT)
 
 
 @pytest.fixture
