@@ -137,7 +137,6 @@ def operator(
     copy_format: str = "auto",
     table: str = TABLE,
     reset: bool = True,
-    patches: list[str] | None = None,
     prefix: list[str] | None = None,
 ) -> dict[str, Any]:
     """``load_object`` in a worker process, streaming the object from S3 through a pre-signed URL."""
@@ -154,7 +153,6 @@ def operator(
         "batch_id": BATCH_ID,
         "segment_bytes": segment_bytes,
         "copy_format": copy_format,
-        "patches": patches or [],
     }
     window = CpuWindow()
     result = child(ctx, "bench.worker", spec, prefix=prefix)

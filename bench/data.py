@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.sample import jsonl_lines
-from s3_postgres_copy.copy_format import BINARY_SIGNATURE, BINARY_TRAILER, RowFormat, binary_row_format
-from s3_postgres_copy.documents import JsonLinesEncoder
+from s3_postgres_copy.encoders import JsonLinesEncoder
 from s3_postgres_copy.records import line_blocks
+from s3_postgres_copy.rows import TextRows, binary_rows
 from s3_postgres_copy.sink import Columns
 
 if TYPE_CHECKING:
     from harness.s3 import LocalS3
-    from s3_postgres_copy.copy_format import CopyRows
+    from s3_postgres_copy.rows import RowLayout
 
 BUCKET = "bench-imports"
 SEED = 1
@@ -148,20 +148,17 @@ def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
             yield chunk
 
 
-def row_layout(values: list[str], types: Mapping[str, str] | None = None) -> CopyRows:
+def row_layout(values: list[str], types: Mapping[str, str] | None = None) -> RowLayout:
     """The loader's row layout for the bench's constant values (:func:`constants`).
 
     With ``types`` (column type by role), the binary layout the loader picks for them; without,
     text rows.
     """
     if types is None:
-        return RowFormat(values, with_line=True)
+        return TextRows(values, with_line=True)
     roles: dict[str, object] = dict(zip(Columns.CONSTANTS, values, strict=True))
     roles["loaded_at"] = datetime.datetime.fromisoformat(LOADED_AT)
-    layout = binary_row_format(types, roles, with_line=True)
-    if isinstance(layout, str):
-        raise RuntimeError(f"the bench table cannot take binary rows: {layout}")
-    return layout
+    return binary_rows(types, roles, with_line=True)
 
 
 def write_copy_rows(data: SizedData, path: Path, types: Mapping[str, str] | None = None) -> int:
@@ -173,7 +170,7 @@ def write_copy_rows(data: SizedData, path: Path, types: Mapping[str, str] | None
     the binary signature and trailer; without, text rows (for the ``--settings`` experiments).
     """
     row_format = row_layout(constants(data.key("plain"), data.etags["plain"]), types)
-    head, tail = (BINARY_SIGNATURE, BINARY_TRAILER) if row_format.binary else (b"", b"")
+    head, tail = row_format.header(), row_format.trailer()
     encoder = JsonLinesEncoder(row_format)
     size = 0
     with open(path, "wb") as out:

@@ -1,5 +1,5 @@
 """Optional sections: server settings for big loads (``--settings``), the loader's ``segment_bytes``
-(``--segments``) and prototypes of plugin changes (``--prototype``).
+(``--segments``).
 
 Settings are measured with the limit's method (psql ``\\copy`` of the final rows) so only the
 server changes, on three throwaway servers with the bench settings plus:
@@ -352,39 +352,3 @@ def segment_experiment(ctx: Context, sizes: str, reps: int, log: Callable[[str],
 
 
 # drop_sent_payloads is in the plugin since 40d659e (strict mode keeps only line numbers per segment).
-PROTOTYPES = {
-    "as is": [],
-    "utf8_in_pieces": ["utf8_in_pieces"],
-    "skip_utf8_check": ["skip_utf8_check"],
-}
-
-
-def prototype_experiment(
-    ctx: Context, reps: int, log: Callable[[str], None], compression: str = "plain"
-) -> dict[str, Any]:
-    """The plugin as is vs the prototyped changes (bench/prototype.py), each run paired with a limit run."""
-    log(f"prototypes ({compression}): {', '.join(PROTOTYPES)}, {reps} pairs each")
-    variants = {name: {"patches": patches} for name, patches in PROTOTYPES.items()}
-    runs = _paired_runs(ctx, reps, variants, log, compression)
-    rows = []
-    for name in PROTOTYPES:
-        rs = runs[name]
-        rows.append(
-            [
-                name,
-                f"{statistics.median(r['seconds'] for r in rs):.2f}",
-                fmt_ratio(spread([r["ratio"] for r in rs])),
-                f"{statistics.median(r['client_cpu'] for r in rs):.2f}",
-                f"{statistics.median(r['server_cpu'] for r in rs):.2f}",
-                f"{max(r['peak_rss_mb'] for r in rs):.0f} MB",
-            ]
-        )
-    return {
-        "records": ctx.records,
-        "compression": compression,
-        "reps": reps,
-        "runs": runs,
-        "headers": ["variant", "seconds", "ratio to limit", "client CPU", "server CPU", "peak RSS"],
-        "rows": rows,
-        "notes": ["Patches are applied in the worker only (bench/prototype.py); plugins/ is unchanged."],
-    }

@@ -117,8 +117,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--segments", action="store_true", help="also compare the loader's segment_bytes")
     parser.add_argument("--segment-sizes", default="8M,32M,1G", help="segment_bytes values for --segments")
     parser.add_argument("--segment-reps", type=int, default=2, help="pairs per segment size")
-    parser.add_argument("--prototype", action="store_true", help="also measure prototyped plugin changes")
-    parser.add_argument("--prototype-reps", type=int, default=2, help="pairs per prototype variant")
     parser.add_argument("--profile", action="store_true", help="also py-spy the worker and time each client stage")
     parser.add_argument("--skip-main", action="store_true", help="skip the main comparison (for optional sections)")
     parser.add_argument(
@@ -230,10 +228,6 @@ def main(argv: list[str] | None = None) -> int:
                 from bench.experiments import segment_experiment
 
                 out["segment_experiment"] = segment_experiment(ctx, args.segment_sizes, args.segment_reps, log)
-            if args.prototype:
-                from bench.experiments import prototype_experiment
-
-                out["prototype_experiment"] = prototype_experiment(ctx, args.prototype_reps, log)
             if args.profile:
                 from bench.profiling import profile
 

@@ -439,7 +439,6 @@ def print_report(out: dict[str, Any]) -> None:
     sections = (
         ("Server settings for big loads (--settings)", "settings_experiments"),
         ("segment_bytes (--segments)", "segment_experiment"),
-        ("Prototyped plugin changes (--prototype)", "prototype_experiment"),
     )
     for title, key in sections:
         section = out.get(key)

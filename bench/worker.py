@@ -44,10 +44,6 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         connect: Any = psycopg2.connect
     else:
         connect = psycopg.connect
-    if spec.get("patches"):
-        from bench.prototype import apply
-
-        apply(spec["patches"])
     import_seconds = time.monotonic() - started
     baseline = memory_mb()
 
@@ -106,7 +102,6 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         "driver": driver,
         "segment_bytes": options.segment_bytes,
         "copy_format": stats.copy_format,
-        "patches": spec.get("patches") or [],
         "stats": stats.as_dict(),
     }
 
@@ -126,9 +121,10 @@ def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
     import requests
 
     from bench.data import row_layout
-    from s3_postgres_copy.copy_format import escape
-    from s3_postgres_copy.documents import JsonLinesEncoder, _all_lines_open_objects, is_utf8
+    from s3_postgres_copy.documents import all_lines_open_objects, is_utf8
+    from s3_postgres_copy.encoders import JsonLinesEncoder
     from s3_postgres_copy.records import line_blocks
+    from s3_postgres_copy.rows import escape
     from s3_postgres_copy.source import gunzip
 
     reps = int(spec.get("reps", 3))
@@ -139,7 +135,6 @@ def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
     gz_chunks = [gz[i : i + mib] for i in range(0, len(gz), mib)]
     blocks = list(line_blocks(iter(chunks)))
     row_format = row_layout(spec["constants"])
-    template = row_format._template
     split = [escape(b.data).split(b"\n")[:-1] for b in blocks]
     encoder = JsonLinesEncoder(row_format)
     binary = row_layout(spec["constants"], spec["types"])
@@ -162,7 +157,7 @@ def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
             "all_objects_check",
             "per block",
             "every line starts with '{' (count b'\\n{')",
-            lambda: [_all_lines_open_objects(b.data, b.count) for b in blocks],
+            lambda: [all_lines_open_objects(b.data, b.count) for b in blocks],
         ),
         (
             "utf8_check",
@@ -173,7 +168,7 @@ def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
         (
             "utf8_check_pieces",
             "per block",
-            "  alternative: UTF-8 check in 64 KiB pieces (bench/prototype)",
+            "  as the loader does it: UTF-8 check in 64 KiB pieces (documents.is_utf8)",
             lambda: [is_utf8(b.data) for b in blocks],
         ),
         ("escape", "per block", "COPY escaping (3 x bytes.replace)", lambda: [escape(b.data) for b in blocks]),
@@ -189,15 +184,6 @@ def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
             "row formatting (template % per row, join)",
             lambda: [
                 row_format.rows(d, range(b.first_line, b.first_line + b.count))
-                for d, b in zip(split, blocks, strict=True)
-            ],
-        ),
-        (
-            "format_rows_percent_only",
-            "per record",
-            "  of which: the per-row % alone",
-            lambda: [
-                [template % p for p in zip(d, range(b.first_line, b.first_line + b.count), strict=False)]
                 for d, b in zip(split, blocks, strict=True)
             ],
         ),

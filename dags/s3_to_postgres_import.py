@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param, task
 
 from s3_postgres_copy import S3ToPostgresCopyOperator
-
-if TYPE_CHECKING:
-    from airflow.sdk import Context
+from s3_postgres_copy.formats import format_names
+from s3_postgres_copy.modes import MODES
 
 log = logging.getLogger(__name__)
 
 DAG_ID = "s3_to_postgres_import"
+AWS_CONN_ID = "aws_default"
+POSTGRES_CONN_ID = "postgres_default"
 DEFAULT_BUCKET = "imports"
 DEFAULT_TABLE = "provider_directory"
 DEFAULT_KEY_TEMPLATE = "imports/{{ ds }}/providers.jsonl.gz"
@@ -78,16 +79,16 @@ PARAMS = {
     "format": Param(
         "auto",
         type="string",
-        enum=["auto", "jsonl", "csv"],
+        enum=list(format_names()),
         title="Format",
         description="auto: from the key's suffix and the first bytes.",
     ),
     "mode": Param(
         "replace",
         type="string",
-        enum=["replace", "append"],
+        enum=list(MODES),
         title="Mode",
-        description="replace: delete the object's earlier rows in the same transaction (re-runs never duplicate).",
+        description=" ".join(f"{name}: {mode.description}" for name, mode in MODES.items()),
     ),
     "max_bad_rows": Param(
         0,
@@ -99,19 +100,19 @@ PARAMS = {
 }
 
 
-def _render(template: str, context: Context) -> str:
+def _render(template: str, context: Any) -> str:
     """Render a Jinja template (the key param) against the task context."""
     return str(context["task"].render_template(template, context))
 
 
-def _resolve_objects(params: dict[str, Any], context: Context) -> list[str]:
+def _resolve_objects(params: dict[str, Any], context: Any) -> list[str]:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     bucket = params["bucket"]
-    hook = S3Hook(aws_conn_id="aws_default")
     prefix = _render(params["prefix"], context).strip() if params.get("prefix") else ""
     if prefix:
-        keys = [key for key in hook.list_keys(bucket_name=bucket, prefix=prefix) or [] if not key.endswith("/")]
+        keys = S3Hook(aws_conn_id=AWS_CONN_ID).list_keys(bucket_name=bucket, prefix=prefix) or []
+        keys = [key for key in keys if not key.endswith("/")]
         if not keys:
             raise ValueError(f"no objects under s3://{bucket}/{prefix}")
         return sorted(keys)
@@ -144,62 +145,44 @@ with DAG(
         """Fail with the exact reason unless everything the load needs is in place."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from airflow.providers.postgres.hooks.postgres import PostgresHook
-        from botocore.exceptions import ClientError
+        from airflow.sdk.exceptions import AirflowNotFoundException
 
-        from s3_postgres_copy.identifiers import split_table
-        from s3_postgres_copy.preflight import HEAD_BYTES, check_table, sniff_object
+        from s3_postgres_copy.preflight import check_object, check_table
 
         params = context["params"]
-        split_table(params["table"])
-        from airflow.exceptions import AirflowNotFoundException
-
-        for conn_id in ("aws_default", "postgres_default"):
+        for conn_id in (AWS_CONN_ID, POSTGRES_CONN_ID):
             try:
                 PostgresHook.get_connection(conn_id)
             except AirflowNotFoundException:
                 raise ValueError(f"connection {conn_id!r} is not defined") from None
-        conn = PostgresHook(postgres_conn_id="postgres_default").get_conn()
+        conn = PostgresHook(postgres_conn_id=POSTGRES_CONN_ID).get_conn()
         try:
-            state = check_table(conn, params["table"])
+            log.info("Table %s %s", params["table"], check_table(conn, params["table"]))
         finally:
             conn.close()
-        log.info("Table %s %s", params["table"], state)
-
-        bucket = params["bucket"]
-        client = S3Hook(aws_conn_id="aws_default").get_conn()
-        run_id = context["run_id"]
+        client = S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
         keys = _resolve_objects(params, context)
         loads = []
         for key in keys:
-            try:
-                head = client.head_object(Bucket=bucket, Key=key)
-            except ClientError as err:
-                code = err.response.get("Error", {}).get("Code", "")
-                if code in ("404", "NoSuchKey", "NotFound"):
-                    raise ValueError(f"s3://{bucket}/{key} does not exist") from None
-                raise ValueError(f"s3://{bucket}/{key} cannot be read: {code or err}") from None
-            if not head.get("ContentLength"):
-                raise ValueError(f"s3://{bucket}/{key} is empty (0 bytes)")
-            first = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{HEAD_BYTES - 1}")["Body"].read()
-            fmt, compression = sniff_object(key, first, format=params["format"])
-            log.info("s3://%s/%s: %d bytes, %s, %s", bucket, key, head["ContentLength"], fmt, compression)
+            info = check_object(client, params["bucket"], key, format=params["format"])
+            log.info("s3://%s/%s: %d bytes, %s, %s", params["bucket"], key, info.size, info.format, info.compression)
             loads.append(
                 {
-                    "s3_bucket": bucket,
+                    "s3_bucket": params["bucket"],
                     "s3_key": key,
                     "table": params["table"],
-                    "format": fmt,
+                    "format": info.format,
                     "mode": params["mode"],
                     "max_bad_rows": int(params["max_bad_rows"]),
-                    "batch_id": run_id if len(keys) == 1 else f"{run_id}:{key}",
+                    "batch_id": context["run_id"] if len(keys) == 1 else f"{context['run_id']}:{key}",
                 }
             )
         return loads
 
     load = S3ToPostgresCopyOperator.partial(
         task_id="load",
-        aws_conn_id="aws_default",
-        postgres_conn_id="postgres_default",
+        aws_conn_id=AWS_CONN_ID,
+        postgres_conn_id=POSTGRES_CONN_ID,
         transform=TRANSFORM,
         outlets=[TABLE_ASSET],
         doc_md="Stream the object into the table with COPY FROM STDIN in one transaction; returns load stats.",
@@ -211,38 +194,13 @@ with DAG(
     def check_row_count(results: list[dict[str, Any]], **context: Any) -> dict[str, int]:
         """Fail unless the table holds exactly the rows each load reported, and every line is accounted for."""
         from airflow.providers.postgres.hooks.postgres import PostgresHook
-        from psycopg import sql
 
-        from s3_postgres_copy.identifiers import table_identifier
+        from s3_postgres_copy.reconcile import check_loads
 
-        table = table_identifier(context["params"]["table"])
-        problems = []
-        total = 0
-        conn = PostgresHook(postgres_conn_id="postgres_default").get_conn()
+        conn = PostgresHook(postgres_conn_id=POSTGRES_CONN_ID).get_conn()
         try:
-            cur = conn.cursor()
-            for stats in results:
-                query = sql.SQL("SELECT count(*), count(*) FILTER (WHERE batch_id = %s) FROM {} WHERE source_key = %s")
-                cur.execute(query.format(table).as_string(None), [stats["batch_id"], stats["source_key"]])
-                in_table, in_batch = cur.fetchone()
-                accounted = sum(
-                    stats[name]
-                    for name in ("rows_copied", "rows_rejected", "blank_lines", "header_lines", "continuation_lines")
-                )
-                where = f"s3://{stats['source_bucket']}/{stats['source_key']}"
-                if in_table != stats["rows_copied"] or in_batch != stats["rows_copied"]:
-                    problems.append(
-                        f"{where}: the table holds {in_table} rows for it ({in_batch} of batch "
-                        f"{stats['batch_id']}), the load reported {stats['rows_copied']}"
-                    )
-                if accounted != stats["lines_read"]:
-                    problems.append(f"{where}: {stats['lines_read']} lines read but {accounted} accounted for")
-                total += in_table
-            conn.rollback()
+            return check_loads(conn, context["params"]["table"], results)
         finally:
             conn.close()
-        if problems:
-            raise ValueError("Row-count check failed: " + "; ".join(problems))
-        return {"objects": len(results), "rows": total}
 
-    check_row_count(load.output)
+    check_row_count(cast("list[dict[str, Any]]", load.output))

@@ -1,7 +1,11 @@
 """Stream S3 objects (JSON lines or CSV, optionally gzipped) into PostgreSQL with COPY FROM STDIN.
 
-The pipeline stages (``source``, ``records``, ``documents``, ``copy_format``,
-``stream``, ``sink``, ``loader``) need no Airflow; the operator is imported
+The modules follow the data's path: ``source`` (HTTP byte stream) → ``compression`` →
+``formats`` (which format, by registry) → ``records`` (line blocks, CSV records) →
+``documents`` (the API's document) → ``encoders`` (one per format) → ``rows`` (COPY row
+layouts and their framing) → ``segments``/``tolerant`` (COPY statements) → ``sink`` (the
+transaction) and ``modes`` (what happens to the table's other rows) → ``loader`` (one load)
+→ ``operators`` (Airflow). None but ``operators`` needs Airflow; the operator is imported
 lazily so that using a stage does not import Airflow.
 """
 

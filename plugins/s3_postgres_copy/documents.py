@@ -1,10 +1,15 @@
-"""Records → the JSON documents the application's API would create, as escaped COPY fields.
+"""Records → the JSON documents the application's API would create.
 
 The default JSON-lines path keeps each line's text as the document: PostgreSQL's
 ``jsonb`` input parses and validates it exactly (numbers keep every digit), and
 no Python JSON round trip is paid. A custom transform, a JSON schema or CSV input
-take the record path: parse, build the document, serialise with ``simplejson``
-(``Decimal`` numbers stay exact, ``NaN`` is refused).
+take the record path (:class:`DocumentBuilder`): parse, build the document,
+serialise (``Decimal`` numbers stay exact, ``NaN`` is refused).
+
+What this module returns per block of lines is an :class:`EncodedBlock`: the COPY rows
+(made by the load's row layout), the source line of each, and the records that could
+not become a document (:class:`Reject`). The encoders that make them, one per file
+format, are in ``encoders.py``.
 """
 
 from __future__ import annotations
@@ -16,21 +21,17 @@ import importlib
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import simplejson
 
-from s3_postgres_copy.records import JSON_WHITESPACE, LineBlock, LineCount, csv_records
-
-if TYPE_CHECKING:
-    from s3_postgres_copy.copy_format import CopyRows
-
 Transform = Callable[[dict[str, Any]], Mapping[str, Any]]
+"""A user's transform: the parsed record → the API's document."""
 Validator = Callable[[Mapping[str, Any]], None]
+"""Raises ``ValueError`` naming what is wrong with a document."""
 
-BLOCK_BYTES = 1 << 20
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
@@ -41,13 +42,21 @@ class Reject:
     line: int
     raw: bytes
     error: str
+    """Why, for the rejects table (it may quote the record, as ``raw`` does)."""
+    summary: str | None = None
+    """Why, without any of the record's values, for logs and XComs (``None``: ``error`` holds none)."""
+
+    @property
+    def reason(self) -> str:
+        """The reason that may go to logs and XComs."""
+        return self.error if self.summary is None else self.summary
 
 
 @dataclass(slots=True)
 class EncodedBlock:
     """COPY rows for a run of lines, with what it took to make them.
 
-    :param payload: COPY text rows, one per loaded record.
+    :param payload: COPY rows (in the load's row layout), one per loaded record.
     :param lines: the source line of each row, in order.
     :param rejects: records that could not become a row.
     :param lines_read: physical lines consumed (blank and header lines included).
@@ -175,80 +184,6 @@ def describe_non_object(raw: bytes) -> str:
     return f"not a JSON object (got {kind})"
 
 
-class JsonLinesEncoder:
-    """JSON lines → COPY rows; one ``LineBlock`` in, one ``EncodedBlock`` out.
-
-    :param row_format: the COPY row layout (metadata constants, line column).
-    :param transform: record → document; ``None`` keeps the line's text as the document.
-    :param validate: a schema check applied to each document (forces the record path).
-    """
-
-    def __init__(self, row_format: CopyRows, transform: Transform | None = None, validate: Validator | None = None):
-        self.row_format = row_format
-        self.transform = transform
-        self.validate = validate
-        self._fast = transform is None and validate is None
-
-    def encode(self, blocks: Iterable[LineBlock]) -> Iterator[EncodedBlock]:
-        """Encode every block."""
-        for block in blocks:
-            yield self.encode_block(block)
-
-    def encode_block(self, block: LineBlock) -> EncodedBlock:
-        """Encode one block; lines that cannot be documents become rejects."""
-        data = block.data
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        if self._fast and _all_lines_open_objects(data, block.count) and is_utf8(data):
-            docs = self.row_format.fields(data)
-            if data.endswith(b"\n"):
-                docs.pop()
-            lines = range(block.first_line, block.first_line + block.count)
-            return EncodedBlock(self.row_format.rows(docs, lines), lines, lines_read=block.count)
-        return self._encode_lines(block, data)
-
-    def _encode_lines(self, block: LineBlock, data: bytes) -> EncodedBlock:
-        raws = data.split(b"\n")
-        if data.endswith(b"\n"):
-            raws.pop()
-        docs: list[bytes] = []
-        lines: list[int] = []
-        out = EncodedBlock(b"", lines, lines_read=block.count)
-        for number, raw in enumerate(raws, block.first_line):
-            if raw[:1] != b"{":
-                stripped = raw.strip(JSON_WHITESPACE)
-                if not stripped:
-                    out.blank_lines += 1
-                    continue
-                if stripped[:1] != b"{":
-                    out.rejects.append(Reject(number, raw, describe_non_object(stripped)))
-                    continue
-            try:
-                docs.append(raw if self._fast else self._document(raw))
-                if self._fast:
-                    raw.decode("utf-8")
-            except ValueError as err:
-                if self._fast:
-                    docs.pop()
-                out.rejects.append(Reject(number, raw, _reason(err)))
-                continue
-            lines.append(number)
-        if docs:
-            out.payload = self.row_format.encode(docs, lines)
-        return out
-
-    def _document(self, raw: bytes) -> bytes:
-        record = loads_record(raw)
-        if not isinstance(record, dict):
-            raise ValueError(describe_non_object(raw))
-        document: Mapping[str, Any] = record
-        if self.transform is not None:
-            document = _apply(self.transform, record)
-        if self.validate is not None:
-            self.validate(document)
-        return dumps_document(document)
-
-
 UTF8_PIECE = 1 << 16
 
 
@@ -271,12 +206,13 @@ def is_utf8(data: bytes) -> bool:
     return True
 
 
-def _all_lines_open_objects(data: bytes, count: int) -> bool:
+def all_lines_open_objects(data: bytes, count: int) -> bool:
     """Whether every line of ``data`` starts with ``{`` (so none is blank or a non-object)."""
     return (data[:1] == b"{") + data.count(b"\n{") == count
 
 
-def _reason(err: Exception) -> str:
+def reason_of(err: Exception) -> str:
+    """The reason a record is bad, from the error that refused it."""
     if isinstance(err, UnicodeDecodeError):
         return f"invalid UTF-8 at byte {err.start}"
     return str(err)
@@ -286,7 +222,8 @@ class TransformError(ValueError):
     """The user's transform raised; the record is bad."""
 
 
-def _apply(transform: Transform, record: dict[str, Any]) -> Mapping[str, Any]:
+def apply_transform(transform: Transform, record: dict[str, Any]) -> Mapping[str, Any]:
+    """Run the user's transform; any failure of it is a :class:`TransformError` (a bad record)."""
     try:
         document = transform(record)
     except Exception as err:  # noqa: BLE001 - any failure of user code is a bad record
@@ -296,96 +233,34 @@ def _apply(transform: Transform, record: dict[str, Any]) -> Mapping[str, Any]:
     return document if isinstance(document, dict) else dict(document)
 
 
-class CsvEncoder:
-    """CSV with a header row → COPY rows of ``{header: value}`` documents (or transformed ones).
+@dataclass(frozen=True, slots=True)
+class DocumentBuilder:
+    """The record path: a parsed record → the document's JSON text (``ValueError`` for a bad record).
 
-    :param row_format: the COPY row layout.
-    :param transform: record (header → string value) → document.
+    :param transform: record → document; ``None`` keeps the record.
     :param validate: a schema check applied to each document.
     """
 
-    def __init__(
-        self,
-        row_format: CopyRows,
-        transform: Transform | None = None,
-        validate: Validator | None = None,
-        *,
-        delimiter: str = ",",
-    ):
-        self.row_format = row_format
-        self.transform = transform
-        self.validate = validate
-        self.delimiter = delimiter
+    transform: Transform | None = None
+    validate: Validator | None = None
 
-    def encode(self, blocks: Iterable[LineBlock]) -> Iterator[EncodedBlock]:
-        """Encode the whole CSV stream, yielding blocks of about 1 MiB of rows."""
-        records, counter = csv_records(blocks, delimiter=self.delimiter)
-        header: list[str] | None = None
-        seen = LineCount()
-        docs: list[bytes] = []
-        lines: list[int] = []
-        out = EncodedBlock(b"", lines)
-        size = 0
-        for record in records:
-            out.continuation_lines += counter.lines - record.line
-            if header is None:
-                if record.fields is None:
-                    raise ValueError(f"line {record.line}: the CSV header cannot be read: {record.error}")
-                header = _check_header(record.fields, record.line)
-                out.header_lines = 1
-                continue
-            if record.fields is None:
-                raw = record.raw.encode("utf-8", "surrogateescape")
-                out.rejects.append(Reject(record.line, raw, record.error or "invalid CSV"))
-            elif len(record.fields) != len(header):
-                out.rejects.append(
-                    Reject(
-                        record.line,
-                        _csv_raw(record.fields, self.delimiter),
-                        f"expected {len(header)} fields (the header's), got {len(record.fields)}",
-                    )
-                )
-            else:
-                try:
-                    doc = self._document(dict(zip(header, record.fields, strict=True)))
-                except ValueError as err:
-                    out.rejects.append(Reject(record.line, _csv_raw(record.fields, self.delimiter), str(err)))
-                else:
-                    docs.append(doc)
-                    lines.append(record.line)
-                    size += len(doc)
-            if size >= BLOCK_BYTES:
-                out = self._finish(out, docs, counter, seen)
-                yield out
-                docs, lines, size = [], [], 0
-                out = EncodedBlock(b"", lines)
-        yield self._finish(out, docs, counter, seen)
+    @property
+    def keeps_lines(self) -> bool:
+        """Whether JSON lines can be loaded as they are (no transform, no schema: the fast path)."""
+        return self.transform is None and self.validate is None
 
-    def _finish(self, out: EncodedBlock, docs: list[bytes], counter: LineCount, seen: LineCount) -> EncodedBlock:
-        out.lines_read, out.blank_lines = counter.lines - seen.lines, counter.blank - seen.blank
-        seen.lines, seen.blank = counter.lines, counter.blank
-        if docs:
-            out.payload = self.row_format.encode(docs, out.lines)
-        return out
-
-    def _document(self, record: dict[str, Any]) -> bytes:
+    def build(self, record: dict[str, Any]) -> bytes:
+        """The document for one record, serialised."""
         document: Mapping[str, Any] = record
         if self.transform is not None:
-            document = _apply(self.transform, record)
+            document = apply_transform(self.transform, record)
         if self.validate is not None:
             self.validate(document)
         return dumps_document(document)
 
-
-def _check_header(fields: list[str], line: int) -> list[str]:
-    names = list(fields)
-    if not any(name.strip() for name in names):
-        raise ValueError(f"line {line}: the CSV header is empty")
-    dupes = sorted({name for name in names if names.count(name) > 1})
-    if dupes:
-        raise ValueError(f"line {line}: the CSV header repeats column(s) {', '.join(map(repr, dupes))}")
-    return names
-
-
-def _csv_raw(fields: list[str], delimiter: str) -> bytes:
-    return delimiter.join(fields).encode("utf-8", "surrogateescape")
+    def from_json(self, raw: bytes) -> bytes:
+        """The document for one JSON line."""
+        record = loads_record(raw)
+        if not isinstance(record, dict):
+            raise ValueError(describe_non_object(raw))
+        return self.build(record)

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from airflow.sdk import BaseOperator
+
+from s3_postgres_copy.exceptions import ConfigurationError
+from s3_postgres_copy.stats import ACCOUNTED
 
 # The pipeline (requests, psycopg, simplejson) is imported when a task runs, not when a DAG is parsed.
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.sdk import Context
 
+    from s3_postgres_copy.compression import Compression
     from s3_postgres_copy.documents import Transform
-    from s3_postgres_copy.loader import LoadOptions, LoadStats
+    from s3_postgres_copy.formats import FormatName
+    from s3_postgres_copy.modes import ModeName
+    from s3_postgres_copy.options import PreparedLoad
+    from s3_postgres_copy.rows import CopyFormat
+    from s3_postgres_copy.source import UrlFactory
+    from s3_postgres_copy.stats import LoadStats, ProgressCallback
 
 
 class S3ToPostgresCopyOperator(BaseOperator):
@@ -42,6 +52,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
     :param columns: column names: keys ``document``, ``source_key``, ``source_etag``, ``batch_id``,
         ``loaded_at``, ``source_line``; a value of ``None`` leaves that metadata out.
     :param create_table: create the table (and the rejects table) if missing.
+    :param csv_delimiter: the CSV field delimiter (one character).
     :param batch_id: defaults to the run id (plus ``#<map index>`` for mapped tasks) (templated).
     :param url_expires_in: lifetime of each pre-signed URL in seconds (it is re-signed on expiry).
     :param verify: TLS verification for the download; defaults to the AWS connection's, else True.
@@ -50,6 +61,8 @@ class S3ToPostgresCopyOperator(BaseOperator):
     :param progress_interval: seconds between progress log lines.
     :param copy_format: ``"auto"`` sends binary COPY rows (faster for the server) in strict mode when the
         columns' types allow, text rows otherwise; ``"text"``; ``"binary"`` (fails if it cannot).
+    :param load_options: any other :class:`~s3_postgres_copy.options.LoadOptions` field, e.g.
+        ``{"segment_bytes": 8 << 20, "raw_limit": 2000, "max_line_bytes": 1 << 20}``.
     """
 
     template_fields: Sequence[str] = ("s3_bucket", "s3_key", "s3_prefix", "table", "batch_id")
@@ -64,15 +77,18 @@ class S3ToPostgresCopyOperator(BaseOperator):
         s3_prefix: str | None = None,
         aws_conn_id: str | None = "aws_default",
         postgres_conn_id: str = "postgres_default",
-        format: str = "auto",
-        compression: str = "auto",
-        mode: str = "replace",
+        format: FormatName = "auto",
+        compression: Compression = "auto",
+        mode: ModeName = "replace",
         max_bad_rows: int = 0,
         max_bad_ratio: float | None = None,
         transform: str | Transform | None = None,
         schema: Mapping[str, Any] | None = None,
         columns: Mapping[str, str | None] | None = None,
         create_table: bool = True,
+        csv_delimiter: str = ",",
+        copy_format: CopyFormat = "auto",
+        load_options: Mapping[str, Any] | None = None,
         batch_id: str | None = None,
         url_expires_in: int = 3600,
         verify: bool | str | None = None,
@@ -80,7 +96,6 @@ class S3ToPostgresCopyOperator(BaseOperator):
         read_timeout: float = 60.0,
         chunk_size: int = 1 << 20,
         progress_interval: float = 10.0,
-        copy_format: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -88,25 +103,30 @@ class S3ToPostgresCopyOperator(BaseOperator):
         self.s3_key = s3_key
         self.s3_prefix = s3_prefix
         self.table = table
+        self.batch_id = batch_id
         self.aws_conn_id = aws_conn_id
         self.postgres_conn_id = postgres_conn_id
-        self.format = format
-        self.compression = compression
-        self.mode = mode
-        self.max_bad_rows = max_bad_rows
-        self.max_bad_ratio = max_bad_ratio
-        self.transform = transform
-        self.schema = schema
-        self.columns = columns
-        self.create_table = create_table
-        self.batch_id = batch_id
+        # How to load: one dict of LoadOptions fields, checked once when the task runs.
+        self.load_options: dict[str, Any] = {
+            **(load_options or {}),
+            "format": format,
+            "compression": compression,
+            "mode": mode,
+            "max_bad_rows": max_bad_rows,
+            "max_bad_ratio": max_bad_ratio,
+            "transform": transform,
+            "schema": schema,
+            "columns": columns,
+            "create_table": create_table,
+            "csv_delimiter": csv_delimiter,
+            "copy_format": copy_format,
+        }
         self.url_expires_in = url_expires_in
         self.verify = verify
         self.max_attempts = max_attempts
         self.read_timeout = read_timeout
         self.chunk_size = chunk_size
         self.progress_interval = progress_interval
-        self.copy_format = copy_format
         self._loaded: list[LoadStats] = []
 
     # -- hooks ---------------------------------------------------------------------------
@@ -123,7 +143,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
             hook = S3Hook(aws_conn_id=self.aws_conn_id, config=config.merge(s3v4) if config else s3v4)
         return hook
 
-    def _url_factory(self, bucket: str, key: str) -> Any:
+    def _url_factory(self, bucket: str, key: str) -> UrlFactory:
         from airflow.sdk.log import mask_secret
 
         def presign() -> str:
@@ -142,34 +162,27 @@ class S3ToPostgresCopyOperator(BaseOperator):
         return presign
 
     # -- execution -----------------------------------------------------------------------
-    def _options(self, key: str, batch_id: str) -> LoadOptions:
-        from s3_postgres_copy.loader import LoadOptions
+    def prepare(self, key: str | None = None, batch_id: str | None = None) -> PreparedLoad:
+        """The load's options, checked once (templates rendered), for ``key`` (default: ``s3_key`` or the prefix)."""
+        from s3_postgres_copy.options import LoadOptions
         from s3_postgres_copy.sink import Columns
 
-        columns = Columns(**cast("dict[str, Any]", dict(self.columns))) if self.columns else Columns()
-        options = LoadOptions(
-            bucket=self.s3_bucket,
-            key=key,
-            table=self.table,
-            format=self.format,  # type: ignore[arg-type]
-            compression=self.compression,  # type: ignore[arg-type]
-            mode=self.mode,  # type: ignore[arg-type]
-            max_bad_rows=self.max_bad_rows,
-            max_bad_ratio=self.max_bad_ratio,
-            transform=self.transform,
-            schema=self.schema,
-            columns=columns,
-            create_table=self.create_table,
-            batch_id=batch_id,
-            copy_format=self.copy_format,  # type: ignore[arg-type]
-        )
-        options.check()
-        return options
-
-    def _check_arguments(self) -> None:
         if bool(self.s3_key) == bool(self.s3_prefix):
-            raise ValueError("give exactly one of s3_key and s3_prefix")
-        self._options(self.s3_key or self.s3_prefix or "", "check")  # names and choices, before any I/O
+            raise ConfigurationError("give exactly one of s3_key and s3_prefix")
+        fields = dict(self.load_options)
+        columns = fields.pop("columns", None)
+        try:
+            options = LoadOptions(
+                bucket=self.s3_bucket,
+                key=key or self.s3_key or self.s3_prefix or "",
+                table=self.table,
+                batch_id=batch_id,
+                columns=Columns(**columns) if columns else Columns(),
+                **fields,
+            )
+        except TypeError as err:  # an unknown name in load_options
+            raise ConfigurationError(f"load_options: {err}") from None
+        return options.prepare()
 
     def _batch_id(self, context: Context) -> str:
         if self.batch_id:
@@ -181,46 +194,32 @@ class S3ToPostgresCopyOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Load the object (or every object under the prefix); return the load stats."""
-        self._check_arguments()
-        batch_id = self._batch_id(context)
-        self._loaded = []
-        if self.s3_key:
-            return self.load_one(self.s3_key, batch_id).as_dict()
-        keys = self.s3_hook.list_keys(bucket_name=self.s3_bucket, prefix=self.s3_prefix) or []
-        keys = [key for key in keys if not key.endswith("/")]
-        self.log.info("Loading %d objects under s3://%s/%s", len(keys), self.s3_bucket, self.s3_prefix)
-        results = [self.load_one(key, batch_id).as_dict() for key in keys]
-        total: dict[str, Any] = {
-            "source_bucket": self.s3_bucket,
-            "source_key": self.s3_prefix,
-            "source_etag": None,
-            "batch_id": batch_id,
-            "table": self.table,
-            "objects": results,
-        }
-        for name in (
-            "rows_copied",
-            "rows_rejected",
-            "lines_read",
-            "blank_lines",
-            "header_lines",
-            "continuation_lines",
-            "bytes_read",
-        ):
-            total[name] = sum(result[name] for result in results)
-        total["seconds"] = round(sum(result["seconds"] for result in results), 3)
-        return total
+        with _failing_terminal_errors():
+            batch_id = self._batch_id(context)
+            plan = self.prepare(batch_id=batch_id)  # names and choices, before any I/O
+            self._loaded = []
+            if self.s3_key:
+                return self.load_one(self.s3_key, batch_id, plan).as_dict()
+            keys = [key for key in self.s3_hook.list_keys(bucket_name=self.s3_bucket, prefix=self.s3_prefix) or []]
+            keys = [key for key in keys if not key.endswith("/")]
+            self.log.info("Loading %d objects under s3://%s/%s", len(keys), self.s3_bucket, self.s3_prefix)
+            return _summary(
+                self.s3_bucket,
+                self.s3_prefix or "",
+                self.table,
+                batch_id,
+                [self.load_one(key, batch_id, plan).as_dict() for key in keys],
+            )
 
-    def load_one(self, key: str, batch_id: str) -> LoadStats:
+    def load_one(self, key: str, batch_id: str, plan: PreparedLoad | None = None) -> LoadStats:
         """Load one object in its own transaction."""
         from airflow.providers.postgres.hooks.postgres import PostgresHook
-        from airflow.sdk.exceptions import AirflowFailException
 
-        from s3_postgres_copy.exceptions import BadRecordError, TooManyBadRecordsError
         from s3_postgres_copy.loader import load_object
         from s3_postgres_copy.source import HttpObjectSource, RetryPolicy
 
-        options = self._options(key, batch_id)
+        plan = (plan or self.prepare(key, batch_id)).for_object(key, batch_id)
+        options = plan.options
         verify = self.verify if self.verify is not None else getattr(self.s3_hook, "verify", None)
         source = HttpObjectSource(
             self._url_factory(self.s3_bucket, key),
@@ -233,19 +232,16 @@ class S3ToPostgresCopyOperator(BaseOperator):
         self.log.info(
             "Loading %s into %s (format=%s, compression=%s, mode=%s, max_bad_rows=%s, batch %s)",
             options.location,
-            self.table,
-            self.format,
-            self.compression,
-            self.mode,
-            self.max_bad_rows,
+            options.table,
+            options.format,
+            options.compression,
+            options.mode,
+            options.max_bad_rows,
             batch_id,
         )
         conn = PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn()
         try:
-            stats = load_object(conn, source, options, progress=self._progress_logger())
-        except (BadRecordError, TooManyBadRecordsError, ValueError) as err:
-            # The same data gives the same result: retrying would only repeat the failure.
-            raise AirflowFailException(str(err)) from err
+            stats = load_object(conn, source, plan, progress=self._progress_logger())
         finally:
             conn.close()
         self._loaded.append(stats)
@@ -253,7 +249,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
             "Loaded %s into %s: %d rows copied, %d rejected, %d lines (%d blank), %.1f MB read, "
             "%.2f s, %.0f rows/s, %d resumes, batch %s",
             options.location,
-            self.table,
+            options.table,
             stats.rows_copied,
             stats.rows_rejected,
             stats.lines_read,
@@ -298,7 +294,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
         )
         return OperatorLineage(inputs=inputs, outputs=[output])
 
-    def _progress_logger(self) -> Any:
+    def _progress_logger(self) -> ProgressCallback:
         last = [time.monotonic()]
 
         def report(stats: LoadStats) -> None:
@@ -321,7 +317,40 @@ class S3ToPostgresCopyOperator(BaseOperator):
                 )
             else:
                 self.log.info(
-                    "Progress: %d rows, %.1f MB, %.0f rows/s", stats.rows_copied, stats.bytes_read / 1e6, rate
+                    "Progress: %d rows, %.1f MB, %.0f rows/s", stats.rows_streamed, stats.bytes_read / 1e6, rate
                 )
 
         return report
+
+
+@contextmanager
+def _failing_terminal_errors() -> Iterator[None]:
+    """Turn errors that no retry can fix into ``AirflowFailException`` (the task fails without retries)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from s3_postgres_copy.exceptions import is_terminal
+
+    try:
+        yield
+    except AirflowFailException:
+        raise
+    except Exception as err:
+        if is_terminal(err):
+            raise AirflowFailException(str(err)) from err
+        raise
+
+
+def _summary(bucket: str, prefix: str, table: str, batch_id: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The XCom of a prefix load: the totals and each object's stats."""
+    total: dict[str, Any] = {
+        "source_bucket": bucket,
+        "source_key": prefix,
+        "source_etag": None,
+        "batch_id": batch_id,
+        "table": table,
+        "objects": results,
+    }
+    for name in (*ACCOUNTED, "lines_read", "bytes_read"):
+        total[name] = sum(result[name] for result in results)
+    total["seconds"] = round(sum(result["seconds"] for result in results), 3)
+    return total

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from psycopg import sql
 
-from s3_postgres_copy.copy_format import BINARY_SIGNATURE, BINARY_TRAILER
+from s3_postgres_copy.exceptions import ConfigurationError
 from s3_postgres_copy.identifiers import check_name, split_table, table_identifier
 from s3_postgres_copy.stream import open_chunks
 
+if TYPE_CHECKING:
+    from s3_postgres_copy.rows import RowLayout
+
 COPY_READ_SIZE = 1 << 20
-
-
-def _driver_errors() -> tuple[type[Exception], ...]:
-    try:
-        import psycopg2
-    except ImportError:  # psycopg2 is optional
-        return (psycopg.Error,)
-    return (psycopg.Error, psycopg2.Error)
-
-
-DRIVER_ERRORS = _driver_errors()
-"""Errors the database drivers raise (psycopg 3, and psycopg2 when installed)."""
-_COPY_LINE = re.compile(r"\bCOPY [^,]+, line (\d+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,38 +70,13 @@ def driver_of(conn: Any) -> str:
     raise TypeError(f"unsupported connection type {type(conn).__module__}.{type(conn).__name__}")
 
 
-def copy_error_row(err: BaseException) -> int | None:
-    """The 1-based COPY input line a server error points at, if any."""
-    diag = getattr(err, "diag", None)
-    context = getattr(diag, "context", None) or ""
-    match = _COPY_LINE.search(context)
-    return int(match.group(1)) if match else None
-
-
-def error_reason(err: BaseException) -> str:
-    """The server's message and detail, without the COPY context (which quotes row data)."""
-    diag = getattr(err, "diag", None)
-    primary = getattr(diag, "message_primary", None)
-    if not primary:
-        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    detail = getattr(diag, "message_detail", None)
-    return f"{primary}: {detail}" if detail else primary
-
-
-def is_data_error(err: BaseException) -> bool:
-    """Whether a server error is about one row's data.
-
-    SQLSTATE classes 22 (data exception), 23 (integrity constraint) and 54 (program limit
-    exceeded, e.g. a document nested too deeply for ``jsonb``).
-    """
-    code = getattr(getattr(err, "diag", None), "sqlstate", None) or ""
-    return code[:2] in ("22", "23", "54")
-
-
-def _binary_copy_data(payloads: Iterable[bytes]) -> Iterator[bytes]:
-    yield BINARY_SIGNATURE
+def _framed(payloads: Iterable[bytes], layout: RowLayout) -> Iterator[bytes]:
+    header, trailer = layout.header(), layout.trailer()
+    if header:
+        yield header
     yield from payloads
-    yield BINARY_TRAILER
+    if trailer:
+        yield trailer
 
 
 class PostgresSink:
@@ -134,8 +97,6 @@ class PostgresSink:
             conn.autocommit = False
         self.cursor = conn.cursor()
         self._names = sql.SQL(", ").join(sql.Identifier(name) for _, name in columns.roles())
-        self.binary = False
-        """Whether :meth:`copy` sends binary rows (:class:`~s3_postgres_copy.copy_format.BinaryRowFormat`)."""
         self.types: dict[str, str] = {}
         """The target table's column types (``regtype`` names) by column name, after :meth:`prepare`."""
 
@@ -180,7 +141,7 @@ class PostgresSink:
         existing = self.table_columns()
         if existing is None:
             if not create_table:
-                raise ValueError(f"table {self.table_name} does not exist and create_table is False")
+                raise ConfigurationError(f"table {self.table_name} does not exist and create_table is False")
             # Two loads creating the same new table at once would race in CREATE ... IF NOT EXISTS.
             self.execute(sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [f"{self.table_name}:ddl"])
             existing = self.table_columns()
@@ -203,14 +164,14 @@ class PostgresSink:
         else:
             missing = [name for _, name in self.columns.roles() if name not in existing]
             if missing:
-                raise ValueError(
+                raise ConfigurationError(
                     f"table {self.table_name} has no column(s) {', '.join(missing)}; "
                     f"it has {', '.join(sorted(existing))}. Set the column names or leave them out (None)."
                 )
         self.types = existing
         if with_rejects and self.table_columns("_rejects") is None:
             if not create_table:
-                raise ValueError(f"table {self.table_name}_rejects does not exist and create_table is False")
+                raise ConfigurationError(f"table {self.table_name}_rejects does not exist and create_table is False")
             self.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (batch_id text, source_key text, source_line bigint, "
@@ -226,7 +187,7 @@ class PostgresSink:
     def delete_source(self, key: str, *, rejects: bool) -> int:
         """Delete the rows of an earlier load of ``key``; return how many."""
         if self.columns.source_key is None:
-            raise ValueError("mode='replace' needs the source_key column; use mode='append' without it")
+            raise ConfigurationError("deleting an object's earlier rows needs the source_key column")
         cur = self.execute(
             sql.SQL("DELETE FROM {} WHERE {} = %s").format(self.table, sql.Identifier(self.columns.source_key)),
             [key],
@@ -240,18 +201,15 @@ class PostgresSink:
         """The type of each loaded column by role (after :meth:`prepare`)."""
         return {role: self.types[name] for role, name in self.columns.roles()}
 
-    @property
-    def copy_sql(self) -> sql.Composed:
-        """``COPY <table> (<columns>) FROM STDIN``, in binary format if :attr:`binary`."""
-        form = sql.SQL(" (FORMAT binary)" if self.binary else "")
-        return sql.SQL("COPY {} ({}) FROM STDIN{}").format(self.table, self._names, form)
+    def copy_sql(self, layout: RowLayout) -> sql.Composed:
+        """``COPY <table> (<columns>) FROM STDIN`` with the options of the row layout."""
+        return sql.SQL("COPY {} ({}) FROM STDIN{}").format(self.table, self._names, sql.SQL(layout.copy_options))
 
-    def copy(self, payloads: Iterable[bytes]) -> None:
-        """Run one ``COPY ... FROM STDIN`` fed by ``payloads`` (COPY rows; binary ones get a signature and trailer)."""
-        if self.binary:
-            payloads = _binary_copy_data(payloads)
+    def copy(self, payloads: Iterable[bytes], layout: RowLayout) -> None:
+        """Run one ``COPY ... FROM STDIN`` fed by ``payloads``: rows in ``layout``, framed by its header and trailer."""
+        payloads = _framed(payloads, layout)
         if self.driver == "psycopg":
-            with self.cursor.copy(self.copy_sql) as copy:
+            with self.cursor.copy(self.copy_sql(layout)) as copy:
                 for payload in payloads:
                     copy.write(payload)
             return
@@ -266,7 +224,7 @@ class PostgresSink:
 
         stream = open_chunks(guarded(), COPY_READ_SIZE)
         try:
-            self.cursor.copy_expert(self._render(self.copy_sql), stream, size=COPY_READ_SIZE)
+            self.cursor.copy_expert(self._render(self.copy_sql(layout)), stream, size=COPY_READ_SIZE)
         except Exception:
             if failure:
                 raise failure[0] from None

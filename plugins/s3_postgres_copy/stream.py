@@ -1,4 +1,4 @@
-"""A read-only file-like object over an iterator of byte chunks."""
+"""Chunk streams: a read-only file-like object over an iterator of byte chunks, and peeking and coalescing them."""
 
 from __future__ import annotations
 
@@ -61,3 +61,36 @@ class ChunkStream(io.RawIOBase):
 def open_chunks(chunks: Iterable[bytes], buffer_size: int = DEFAULT_BUFFER_SIZE) -> io.BufferedReader:
     """Wrap ``chunks`` as a buffered binary file: ``read(n)``, ``read()``, ``readline()``, iteration."""
     return io.BufferedReader(ChunkStream(chunks), buffer_size=buffer_size)
+
+
+def peek(chunks: Iterator[bytes], size: int) -> tuple[bytes, Iterator[bytes]]:
+    """The first ``size`` bytes (or fewer, at the end) of a chunk stream, and the whole stream, nothing consumed."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= size:
+            break
+
+    def rest() -> Iterator[bytes]:
+        if head:
+            yield head
+        yield from chunks
+
+    return head, rest()
+
+
+def coalesce(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Join chunks smaller than ``size`` (one tiny chunk per gzip member, say) into chunks of at least ``size``."""
+    pending: list[bytes] = []
+    pending_size = 0
+    for chunk in chunks:
+        if not pending and len(chunk) >= size:
+            yield chunk
+            continue
+        pending.append(chunk)
+        pending_size += len(chunk)
+        if pending_size >= size:
+            yield b"".join(pending)
+            pending, pending_size = [], 0
+    if pending_size:
+        yield b"".join(pending)

@@ -271,8 +271,8 @@ class TestRuns:
 
         original = operators.S3ToPostgresCopyOperator.load_one
 
-        def load_then_tamper(self: Any, key: str, batch_id: str) -> Any:
-            stats = original(self, key, batch_id)
+        def load_then_tamper(self: Any, key: str, batch_id: str, *rest: Any) -> Any:
+            stats = original(self, key, batch_id, *rest)
             pg_conn.execute(
                 f"INSERT INTO {table} (document, source_key, batch_id) VALUES ('{{}}', %s, %s)", [key, batch_id]
             )

@@ -22,6 +22,7 @@ from tests.faults.support import FAST
 from .helpers import TIMEOUT, IntegrationEnv, exact
 
 if TYPE_CHECKING:
+    from s3_postgres_copy.rows import RowLayout
     from s3_postgres_copy.source import HttpObjectSource
 
 SEGMENT_BYTES = 40_000
@@ -35,15 +36,15 @@ def copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     original = PostgresSink.copy
 
-    def counting(self: PostgresSink, payloads: Iterable[bytes]) -> None:
+    def counting(self: PostgresSink, payloads: Iterable[bytes], layout: RowLayout) -> None:
         sizes.append(0)
 
         def counted() -> Iterator[bytes]:
             for payload in payloads:
-                sizes[-1] += binary_rows(payload) if self.binary else payload.count(b"\n")
+                sizes[-1] += binary_rows(payload) if layout.name == "binary" else payload.count(b"\n")
                 yield payload
 
-        original(self, counted())
+        original(self, counted(), layout)
 
     monkeypatch.setattr(PostgresSink, "copy", counting)
     return sizes

@@ -15,11 +15,8 @@ import jsonschema
 import pytest
 import simplejson
 
-from s3_postgres_copy.copy_format import RowFormat, unescape
 from s3_postgres_copy.documents import (
-    CsvEncoder,
     EncodedBlock,
-    JsonLinesEncoder,
     Reject,
     TransformError,
     describe_non_object,
@@ -28,9 +25,11 @@ from s3_postgres_copy.documents import (
     resolve_transform,
     schema_validator,
 )
+from s3_postgres_copy.encoders import CsvEncoder, JsonLinesEncoder
 from s3_postgres_copy.records import LineBlock, line_blocks
+from s3_postgres_copy.rows import TextRows, unescape
 
-ROWS = RowFormat([], with_line=True)  # "<document>\t<line>\n"
+ROWS = TextRows([], with_line=True)  # "<document>\t<line>\n"
 
 
 def identity(record: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +98,7 @@ class TestJsonLinesFastPath:
         assert out.lines_read == 1
 
     def test_constants_and_no_line_column(self) -> None:
-        out = JsonLinesEncoder(RowFormat(["k%", None], with_line=False)).encode_block(block(b'{"a":1}\n'))
+        out = JsonLinesEncoder(TextRows(["k%", None], with_line=False)).encode_block(block(b'{"a":1}\n'))
         assert out.payload == b'{"a":1}\tk%\t\\N\n'
         assert list(out.lines) == [1]
 
@@ -587,7 +586,7 @@ class TestCsvEncoder:
 
     @pytest.mark.parametrize("chunk_size", [1, 7, 1 << 20], ids=lambda n: f"chunk{n}")
     def test_accounting_across_blocks(self, chunk_size: int, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr("s3_postgres_copy.documents.BLOCK_BYTES", 30)
+        monkeypatch.setattr("s3_postgres_copy.encoders.BLOCK_BYTES", 30)
         data = (
             b"\n"  # 1 blank
             b"k,v\n"  # 2 header

@@ -4,11 +4,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
-from s3_postgres_copy.loader import LoadOptions, detect_format
+from s3_postgres_copy.exceptions import UnknownFormatError
+from s3_postgres_copy.formats import detect_format
+from s3_postgres_copy.options import LoadOptions
+from s3_postgres_copy.preflight import sniff_object
 from s3_postgres_copy.sink import Columns
 
 BOM = b"\xef\xbb\xbf"
@@ -155,7 +158,6 @@ class TestDetectFormat:
             ("data", b"a,b\n1,2\n", "csv"),
             ("data", b"", "csv"),
             ("data", b"\n\n", "csv"),
-            ("data", b"[1]\n", "csv"),
             ("data.jsonl.bak", b"a,b", "csv"),
             ("data.gz.jsonl", b"a,b", "jsonl"),
             ("jsonl", b"a,b", "csv"),
@@ -181,7 +183,6 @@ class TestDetectFormat:
             "sniff-csv",
             "empty",
             "blank",
-            "array-is-not-jsonl",
             "suffix-not-at-end",
             "gz-in-the-middle",
             "no-dot",
@@ -189,6 +190,40 @@ class TestDetectFormat:
     )
     def test_detect(self, key: str, head: bytes, expected: str) -> None:
         assert detect_format(key, head) == expected
+
+    @pytest.mark.parametrize(
+        ("head", "reason"),
+        [
+            (b"[1]\n", "is neither JSON lines (one object per line) nor CSV with a header; it starts with b'[1]'"),
+            (b'"a,b"\n', "is neither JSON lines"),
+            (b"single column\n", "is neither JSON lines"),
+            (b"\x89PNG\r\n\x1a\n\x00\x00", "does not start with UTF-8 text"),
+            (b"ab\x00,c\n", "starts with binary data"),
+            (b"\xff\xfeK\x00,\x00", "is UTF-16 text (it starts with a UTF-16 byte order mark); convert it to UTF-8"),
+            (b"\xfe\xff\x00K", "is UTF-16 text"),
+            (b"\xff\xfe\x00\x00K\x00\x00\x00", "is UTF-32 text (it starts with a UTF-32 byte order mark)"),
+        ],
+        ids=["array", "json-string", "no-delimiter", "png", "nul", "utf-16-le", "utf-16-be", "utf-32"],
+    )
+    def test_what_neither_format_is_refused_by_the_loader_and_by_validate_alike(self, head: bytes, reason: str) -> None:
+        with pytest.raises(UnknownFormatError, match=re.escape(reason)):
+            detect_format("data", head)
+        with pytest.raises(UnknownFormatError, match=re.escape(reason)):
+            sniff_object("data", head)
+
+    def test_utf16_is_refused_whatever_the_suffix(self) -> None:
+        with pytest.raises(UnknownFormatError, match="convert it to UTF-8"):
+            detect_format("data.csv", "k,v\n".encode("utf-16"))
+
+    def test_the_format_option_wins_over_the_key_and_the_content(self) -> None:
+        assert detect_format("data.jsonl", b"k,v\n", "csv") == "csv"
+
+    def test_the_registry_derives_every_list(self) -> None:
+        from s3_postgres_copy.formats import FormatName, format_from_key, format_names
+
+        assert format_names() == get_args(FormatName) == ("auto", "jsonl", "csv")
+        assert format_names(auto=False) == ("jsonl", "csv")
+        assert [format_from_key(k) for k in ("a.ndjson.gz", "a.CSV", "a.txt")] == ["jsonl", "csv", None]
 
 
 def test_pipeline_imports_without_airflow() -> None:

@@ -11,15 +11,14 @@ import pytest
 import simplejson
 
 from provider_directory import SCHEMA_VERSION, build_provider_document
-from s3_postgres_copy.copy_format import RowFormat
 from s3_postgres_copy.documents import (
-    CsvEncoder,
-    JsonLinesEncoder,
     dumps_document,
     loads_record,
     resolve_transform,
 )
+from s3_postgres_copy.encoders import CsvEncoder, JsonLinesEncoder
 from s3_postgres_copy.records import LineBlock
+from s3_postgres_copy.rows import TextRows
 
 DAG_TRANSFORM = "provider_directory.documents:build_provider_document"
 
@@ -449,7 +448,7 @@ class TestRating:
 class TestThroughTheLoader:
     """The transform as the DAG uses it: bad records become rejects with their line number."""
 
-    ROWS = RowFormat([], with_line=True)
+    ROWS = TextRows([], with_line=True)
 
     def test_json_lines_rejects_bad_npi(self) -> None:
         lines = [

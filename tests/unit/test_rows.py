@@ -2,17 +2,21 @@ from __future__ import annotations
 
 import datetime
 import random
+import re
 import struct
 
 import pytest
 
-from s3_postgres_copy.copy_format import (
+from s3_postgres_copy.rows import (
     BINARY_SIGNATURE,
     BINARY_TRAILER,
     NULL,
-    BinaryRowFormat,
-    RowFormat,
-    binary_row_format,
+    BinaryRows,
+    BinaryRowsUnavailable,
+    RowLayout,
+    TextRows,
+    binary_rows,
+    choose_layout,
     encode_value,
     escape,
     escape_field,
@@ -154,14 +158,14 @@ class TestEncodeValue:
         assert NULL == b"\\N"
 
 
-class TestRowFormat:
+class TestTextRows:
     def test_with_line(self) -> None:
-        fmt = RowFormat(["k.jsonl", None, "b1"], with_line=True)
+        fmt = TextRows(["k.jsonl", None, "b1"], with_line=True)
         assert fmt.with_line is True
         assert fmt.rows([b"{}", b'{"a":1}'], [7, 3]) == b'{}\tk.jsonl\t\\N\tb1\t7\n{"a":1}\tk.jsonl\t\\N\tb1\t3\n'
 
     def test_without_line_ignores_lines(self) -> None:
-        fmt = RowFormat(["k", None], with_line=False)
+        fmt = TextRows(["k", None], with_line=False)
         assert fmt.with_line is False
         assert fmt.rows([b"{}", b"[]"], [1, 2]) == b"{}\tk\t\\N\n[]\tk\t\\N\n"
 
@@ -171,11 +175,11 @@ class TestRowFormat:
         ids=["line-only", "document-only"],
     )
     def test_no_constants(self, with_line: bool, expected: bytes) -> None:
-        assert RowFormat([], with_line=with_line).rows([b"{}", b"{}"], range(5, 7)) == expected
+        assert TextRows([], with_line=with_line).rows([b"{}", b"{}"], range(5, 7)) == expected
 
     @pytest.mark.parametrize("with_line", [True, False], ids=["with-line", "without-line"])
     def test_no_documents(self, with_line: bool) -> None:
-        assert RowFormat(["k"], with_line=with_line).rows([], []) == b""
+        assert TextRows(["k"], with_line=with_line).rows([], []) == b""
 
     @pytest.mark.parametrize(
         ("constant", "encoded"),
@@ -192,16 +196,16 @@ class TestRowFormat:
     )
     @pytest.mark.parametrize("with_line", [True, False], ids=["with-line", "without-line"])
     def test_constant_values(self, constant: object, encoded: bytes, with_line: bool) -> None:
-        fmt = RowFormat([constant, "x%"], with_line=with_line)
+        fmt = TextRows([constant, "x%"], with_line=with_line)
         tail = b"\t9\n" if with_line else b"\n"
         assert fmt.rows([b"{}"], [9]) == b"{}\t" + encoded + b"\tx%" + tail
 
     def test_document_with_percent_is_not_a_format(self) -> None:
-        fmt = RowFormat(["%s"], with_line=True)
+        fmt = TextRows(["%s"], with_line=True)
         assert fmt.rows([b'{"p":"%d%s%%"}'], [1]) == b'{"p":"%d%s%%"}\t%s\t1\n'
 
     def test_lines_from_generator(self) -> None:
-        fmt = RowFormat([], with_line=True)
+        fmt = TextRows([], with_line=True)
         assert fmt.rows([b"a", b"b"], (n * 10 for n in (1, 2))) == b"a\t10\nb\t20\n"
 
 
@@ -218,16 +222,16 @@ class TestDocumentOf:
         ids=["with-constants", "escaped-backslash", "escaped-tab", "no-tab", "empty"],
     )
     def test_document_of(self, row: bytes, expected: bytes) -> None:
-        assert RowFormat.document_of(row) == expected
+        assert TextRows([], with_line=False).document_of(row) == expected
 
     @pytest.mark.parametrize("with_line", [True, False], ids=["with-line", "without-line"])
     def test_round_trip_through_rows(self, with_line: bool) -> None:
-        fmt = RowFormat(["k\t1", None, "b\\2"], with_line=with_line)
+        fmt = TextRows(["k\t1", None, "b\\2"], with_line=with_line)
         docs = RANDOM_FIELDS[:300]
         payload = fmt.rows([escape_field(d) for d in docs], range(1, len(docs) + 1))
         rows = payload.split(b"\n")
         assert rows.pop() == b""
-        assert [RowFormat.document_of(row) for row in rows] == docs
+        assert [TextRows([], with_line=False).document_of(row) for row in rows] == docs
 
 
 # -- binary format -------------------------------------------------------------------------
@@ -247,10 +251,10 @@ def field(data: bytes) -> bytes:
     return struct.pack(">i", len(data)) + data
 
 
-class TestBinaryRowFormat:
+class TestBinaryRows:
     def test_rows_are_length_prefixed_fields_with_jsonb_version_byte(self) -> None:
-        layout = binary_row_format(STANDARD, CONSTANTS, with_line=True)
-        assert isinstance(layout, BinaryRowFormat)
+        layout = binary_rows(STANDARD, CONSTANTS, with_line=True)
+        assert isinstance(layout, BinaryRows)
 
         rows = layout.encode([b'{"a": "\\\\ tab\\t"}', b"{}"], [7, 9])
 
@@ -273,8 +277,8 @@ class TestBinaryRowFormat:
 
     @pytest.mark.parametrize("document", ["json", "text"])
     def test_json_and_text_documents_have_no_version_byte(self, document: str) -> None:
-        layout = binary_row_format({"document": document}, {}, with_line=False)
-        assert isinstance(layout, BinaryRowFormat)
+        layout = binary_rows({"document": document}, {}, with_line=False)
+        assert isinstance(layout, BinaryRows)
         assert layout.rows(layout.fields(b"{}\n[1]"), []) == struct.pack(">h", 1) + field(b"{}") + struct.pack(
             ">h", 1
         ) + field(b"[1]")
@@ -284,10 +288,10 @@ class TestBinaryRowFormat:
             ("timestamp without time zone", field(struct.pack(">q", 86_400_000_005))),
             ("text", field(LOADED_AT.isoformat().encode())),
         ):
-            layout = binary_row_format(
+            layout = binary_rows(
                 {"document": "jsonb", "loaded_at": loaded_at_type}, {"loaded_at": LOADED_AT}, with_line=False
             )
-            assert isinstance(layout, BinaryRowFormat)
+            assert isinstance(layout, BinaryRows)
             assert layout.encode([b"{}"], []) == struct.pack(">h", 2) + field(b"\x01{}") + expected
 
     @pytest.mark.parametrize(
@@ -301,7 +305,8 @@ class TestBinaryRowFormat:
         ],
     )
     def test_other_column_types_say_why_there_is_no_binary_layout(self, role: str, type_name: str, reason: str) -> None:
-        assert binary_row_format({**STANDARD, role: type_name}, CONSTANTS, with_line=True) == reason
+        with pytest.raises(BinaryRowsUnavailable, match=f"^{re.escape(reason)}$"):
+            binary_rows({**STANDARD, role: type_name}, CONSTANTS, with_line=True)
 
     def test_signature_and_trailer_are_postgresqls(self) -> None:
         assert BINARY_SIGNATURE == b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
@@ -309,9 +314,80 @@ class TestBinaryRowFormat:
 
     def test_text_and_binary_layouts_split_blocks_alike(self) -> None:
         data = b'{"a": "x\\\\y"}\n{"b": 1}\n'
-        text = RowFormat([], with_line=False)
-        binary = binary_row_format({"document": "json"}, {}, with_line=False)
-        assert isinstance(binary, BinaryRowFormat)
+        text = TextRows([], with_line=False)
+        binary = binary_rows({"document": "json"}, {}, with_line=False)
+        assert isinstance(binary, BinaryRows)
         assert text.fields(data) == [b'{"a": "x\\\\\\\\y"}', b'{"b": 1}', b""]
         assert binary.fields(data) == [b'{"a": "x\\\\y"}', b'{"b": 1}', b""]
-        assert (text.binary, binary.binary) == (False, True)
+        assert (text.name, binary.name) == ("text", "binary")
+
+
+class TestFraming:
+    """Each layout owns its framing: COPY options, what goes around the rows, how a payload splits into rows."""
+
+    @pytest.mark.parametrize("with_line", [True, False], ids=["line", "no-line"])
+    def test_binary_rows_split_back_into_rows_and_documents(self, with_line: bool) -> None:
+        layout = binary_rows(STANDARD, CONSTANTS, with_line=with_line)
+        docs = [b'{"a": "tab\\t"}', b"{}", '{"\u00e9": [1, 2]}'.encode()]
+        payload = layout.encode(docs, [3, 5, 8])
+        rows = layout.split(payload)
+        assert len(rows) == 3
+        assert b"".join(rows) == payload
+        assert [layout.document_of(row) for row in rows] == docs
+        assert layout.split(rows[1] + rows[0]) == [rows[1], rows[0]]
+
+    def test_binary_split_keeps_null_fields(self) -> None:
+        layout = binary_rows(STANDARD, {**CONSTANTS, "batch_id": None}, with_line=False)
+        payload = layout.encode([b"{}", b"[]"], [])
+        assert [layout.document_of(row) for row in layout.split(payload)] == [b"{}", b"[]"]
+
+    def test_text_rows_split_back_into_rows_and_documents(self) -> None:
+        layout = TextRows(["k\t1", None], with_line=True)
+        docs = [b'{"a": "x\\y\tz"}', b"{}"]
+        payload = layout.encode(docs, [1, 2])
+        rows = layout.split(payload)
+        assert len(rows) == 2
+        assert b"".join(rows) == payload
+        assert [layout.document_of(row) for row in rows] == docs
+
+    def test_each_layout_frames_its_copy(self) -> None:
+        text = TextRows([], with_line=False)
+        binary = binary_rows({"document": "jsonb"}, {}, with_line=False)
+        assert (text.copy_options, text.header(), text.trailer()) == ("", b"", b"")
+        assert (binary.copy_options, binary.header(), binary.trailer()) == (
+            " (FORMAT binary)",
+            BINARY_SIGNATURE,
+            BINARY_TRAILER,
+        )
+
+    @pytest.mark.parametrize(
+        ("copy_format", "tolerant", "types", "expected"),
+        [
+            ("auto", False, STANDARD, "binary"),
+            ("auto", True, STANDARD, "text"),
+            ("text", False, STANDARD, "text"),
+            ("binary", False, STANDARD, "binary"),
+            ("auto", False, {**STANDARD, "document": "bytea"}, "text"),
+        ],
+        ids=["auto-strict", "auto-tolerant", "text", "binary", "auto-falls-back"],
+    )
+    def test_choose_layout(self, copy_format: str, tolerant: bool, types: dict[str, str], expected: str) -> None:
+        layout = choose_layout(copy_format, types, CONSTANTS, with_line=True, tolerant=tolerant, table="t")
+        assert layout.name == expected
+
+    def test_binary_that_cannot_be_had_says_why(self) -> None:
+        with pytest.raises(
+            BinaryRowsUnavailable, match="^copy_format='binary' cannot load s.t: the source_key column is citext$"
+        ):
+            choose_layout(
+                "binary", {**STANDARD, "source_key": "citext"}, CONSTANTS, with_line=True, tolerant=False, table="s.t"
+            )
+
+    @pytest.mark.parametrize(
+        "layout",
+        [TextRows(["k" * 1000], with_line=True), binary_rows(STANDARD, CONSTANTS, with_line=True)],
+        ids=["text", "binary"],
+    )
+    def test_row_overhead_bounds_the_bytes_a_row_adds(self, layout: RowLayout) -> None:
+        payload = layout.encode([b"{}"] * 10, range(10**15, 10**15 + 10))
+        assert len(payload) <= 10 * (2 + layout.row_overhead)
