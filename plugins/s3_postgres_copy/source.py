@@ -4,6 +4,7 @@ A broken stream (reset, time-out, truncated body, 5xx) is reopened at the byte
 offset reached, with ``Range`` and ``If-Match`` on the first response's ETag, so
 the consumer sees every byte exactly once. A 403 asks the URL factory for a fresh
 URL (pre-signed URLs expire; S3 checks the signature when a request starts).
+The request path is sent exactly as signed (no dot-segment removal).
 The URL is a credential: it is never logged and never put into an exception.
 """
 
@@ -15,8 +16,10 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
+from requests.utils import requote_uri
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from s3_postgres_copy.exceptions import SourceError
@@ -107,6 +110,17 @@ class HttpObjectSource:
         self._url = url
         return url
 
+    def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
+        """``GET url`` with its path exactly as signed.
+
+        ``requests`` removes dot segments while preparing a URL (urllib3's ``parse_url``),
+        so the key ``a/../k`` would read ``k``; the signed path is put back before sending.
+        """
+        prepared = self.session.prepare_request(requests.Request("GET", url, headers=headers))
+        prepared.url = _signed_path(url, prepared.url or url)
+        settings = self.session.merge_environment_settings(prepared.url, {}, True, self.verify, None)
+        return self.session.send(prepared, timeout=self.timeout, allow_redirects=True, **settings)
+
     def _request(self, *, first: bool) -> requests.Response:
         """Open the object at ``self.offset``, retrying transient failures."""
         attempt_errors: list[str] = []
@@ -123,7 +137,7 @@ class HttpObjectSource:
             problem = ""
             try:
                 url = self._url or self._fresh_url()
-                response = self.session.get(url, headers=headers, stream=True, timeout=self.timeout, verify=self.verify)
+                response = self._get(url, headers)
                 if response.status_code in (200, 206):
                     self._accept(response, first=first)  # may read (skip) when Range was ignored
                     return response
@@ -234,6 +248,14 @@ class HttpObjectSource:
                 response = self._response = self._request(first=False)
         finally:
             response.close()
+
+
+def _signed_path(signed: str, prepared: str) -> str:
+    """``prepared`` (a URL ``requests`` prepared from ``signed``) with ``signed``'s path restored."""
+    path = urlsplit(signed).path
+    if not path:
+        return prepared
+    return urlunsplit(urlsplit(prepared)._replace(path=requote_uri(path)))
 
 
 def gunzip(chunks: Iterator[bytes], *, max_output: int = CHUNK_SIZE, name: str = "object") -> Iterator[bytes]:
