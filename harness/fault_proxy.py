@@ -22,7 +22,15 @@ empty); other methods are always passed through. Rules:
 Every rule takes ``before=callable`` (run in the proxy thread before the request is
 handled, e.g. to overwrite the object in moto between two attempts) and
 ``drop_headers=("Range", ...)`` (request headers not forwarded, e.g. to play a server
-that ignores ``Range`` or ``If-Match``).
+that ignores ``Range`` or ``If-Match``). Rules that relay an answer also take:
+
+* ``drop_response_headers=("ETag", ...)``: response headers not relayed (a server
+  without validators);
+* ``response_headers=(("Content-Range", "bytes 0-9/99"),)``: response headers set,
+  replacing any of the same name (a server that states the wrong length);
+* ``no_length=True``: relay the body without ``Content-Length`` (and not chunked), so
+  it ends where the connection closes (HTTP/1.0 style); with ``Cut`` the client cannot
+  tell the cut from the end.
 
 Each request is recorded (:class:`Seen`: method, path, query, headers, the rule, the
 status answered and the body bytes sent). All sockets have time-outs, stalls wake up
@@ -71,10 +79,16 @@ class Rule:
 
     :param before: called (in the proxy thread) before the request is handled.
     :param drop_headers: request headers that are not forwarded upstream.
+    :param drop_response_headers: response headers that are not relayed to the client.
+    :param response_headers: response headers set (replacing any of the same name).
+    :param no_length: relay the body without ``Content-Length``; it ends at the close.
     """
 
     before: Callable[[], object] | None = None
     drop_headers: tuple[str, ...] = ()
+    drop_response_headers: tuple[str, ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()
+    no_length: bool = False
 
     @property
     def name(self) -> str:
@@ -264,9 +278,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _relay(self, seen: Seen, rule: Rule, response: http.client.HTTPResponse) -> None:
         proxy = self.server.proxy
         seen.status = response.status
-        headers = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
+        dropped = set(HOP_BY_HOP) | {name.lower() for name in rule.drop_response_headers}
+        dropped |= {name.lower() for name, _ in rule.response_headers}
+        if rule.no_length:
+            dropped.add("content-length")
+        headers = [(k, v) for k, v in response.getheaders() if k.lower() not in dropped]
+        headers.extend(rule.response_headers)
         chunks: Iterator[bytes] = iter(lambda: response.read(RELAY_CHUNK), b"")
-        if response.getheader("Content-Length") is None and self.command != "HEAD":
+        if response.getheader("Content-Length") is None and self.command != "HEAD" and not rule.no_length:
             body = response.read()  # a chunked upstream answer: relay it with a length
             headers.append(("Content-Length", str(len(body))))
             chunks = (body[i : i + RELAY_CHUNK] for i in range(0, len(body), RELAY_CHUNK))
@@ -295,7 +314,7 @@ class _Handler(BaseHTTPRequestHandler):
                     break
             self._send(seen, data)
         else:
-            if not isinstance(rule, Cut):
+            if not isinstance(rule, Cut) and not rule.no_length:
                 return
         self._close(reset=isinstance(rule, Cut) and rule.reset)
 
