@@ -212,6 +212,7 @@ class OrderedPool(Generic[T, R]):
         set_pdeathsig = _pdeathsig_setter()
         parent = os.getpid()
         _flush_std_streams()  # so that a child cannot write the parent's pending output again
+        frozen_before = gc.get_freeze_count()
         gc.freeze()  # objects of the parent are never collected (and finalised) in a child
         try:
             for _ in range(self.workers):
@@ -233,7 +234,8 @@ class OrderedPool(Generic[T, R]):
                 theirs.close()
                 self._procs.append(_Worker(pid, ours, None))
         finally:
-            gc.unfreeze()
+            if not frozen_before:  # leave a freeze of the application's (Airflow's) alone
+                gc.unfreeze()
 
     def _spawn_all(self) -> None:
         if getattr(self.func, "__module__", None) == "__main__":
