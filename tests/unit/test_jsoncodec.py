@@ -288,9 +288,10 @@ class TestStrings:
 class TestErrorTexts:
     @pytest.mark.parametrize(
         "raw",
-        [b"", b"{", b"nope", b'{"a":1} trailing', b"[1,]", b"01", b'{"a" 1}', b'"\x01"', b"\xef\xbb\xbf{}", b"{'a':1}"],
+        [b"", b"{", b"nope", b'{"a":1} trailing', b"[1,]", b"01", b'{"a" 1}', b'"\x01"', b"\xef\xbb\xbf{}", b"{'a':1}",
+         b'{"a":' + b"1" * 5000 + b"}"],
         ids=["empty", "unterminated", "word", "extra-data", "trailing-comma", "leading-zero", "no-colon",
-             "control-char", "bom", "single-quotes"],
+             "control-char", "bom", "single-quotes", "int-over-python-digit-limit"],
     )  # fmt: skip
     def test_parse_errors_are_the_stdlib_ones(self, raw: bytes) -> None:
         today = outcome(documents.loads_record, raw)
