@@ -15,11 +15,29 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from psycopg import sql
+
+from s3_postgres_copy.checks import run_checks
 from s3_postgres_copy.compression import decompressed
-from s3_postgres_copy.dberrors import DRIVER_ERRORS, copy_error_row, error_reason, is_data_error, load_error
+from s3_postgres_copy.dberrors import (
+    DRIVER_ERRORS,
+    copy_error_row,
+    error_detail,
+    error_reason,
+    is_data_error,
+    load_error,
+)
 from s3_postgres_copy.encoders import encoder_for
-from s3_postgres_copy.exceptions import BadRecordError, ConfigurationError, LoadError, TooManyBadRecordsError
+from s3_postgres_copy.exceptions import (
+    BadRecordError,
+    CheckFailedError,
+    ConfigurationError,
+    LoadError,
+    TooManyBadRecordsError,
+)
 from s3_postgres_copy.formats import SNIFF_BYTES, detect_format
+from s3_postgres_copy.ledger import Ledger
+from s3_postgres_copy.merge import missing_key_reason
 from s3_postgres_copy.options import LoadOptions, PreparedLoad
 from s3_postgres_copy.records import LineTooLongError, line_blocks
 from s3_postgres_copy.rows import RowLayout, choose_layout
@@ -42,17 +60,26 @@ class _Load:
     """The state of one running load (what :class:`~s3_postgres_copy.modes.LoadState` describes)."""
 
     def __init__(
-        self, sink: PostgresSink, source: HttpObjectSource, plan: PreparedLoad, progress: ProgressCallback | None
+        self,
+        sink: PostgresSink,
+        source: HttpObjectSource,
+        plan: PreparedLoad,
+        progress: ProgressCallback | None,
+        progress_interval: float,
     ) -> None:
         self.sink = sink
         self.source = source
         self.plan = plan
         self.options = options = plan.options
         self.progress = progress
+        self.progress_interval = progress_interval
         self.started = time.monotonic()
         self.loaded_at = datetime.datetime.now(datetime.UTC)
         self.stats = LoadStats(options.bucket, options.key, options.table, options.batch_id, options.mode)
         self.pending_rejects: list[Reject] = []
+        self.ledger: Ledger | None = None
+        self.copied = 0
+        """Rows the server's COPY commands reported."""
 
     # -- stages --------------------------------------------------------------------------
     def blocks(self, layout: RowLayout) -> Iterator[EncodedBlock]:
@@ -150,14 +177,77 @@ class _Load:
         self.pending_rejects.clear()
         self.sink.insert_rejects(rows)
 
-    # -- COPY ----------------------------------------------------------------------------
+    # -- the transaction -------------------------------------------------------------------
     def run(self) -> LoadStats:
-        """Prepare the table, let the mode act, COPY every segment, let the mode finish; return the stats."""
-        options, sink, stats = self.options, self.sink, self.stats
+        """Prepare and lock the table, let the mode act, COPY every segment, check, record; return the stats."""
+        mode, stats = self.plan.mode, self.stats
+        self.prepare()
+        mode.prepare(self)
+        self.lock()
+        if self.unchanged():
+            return stats
+        mode.before_copy(self)
+        self.copy_all()
+        self.check_ratio()
+        mode.before_commit(self)
+        self.verify()
+        stats.record_source(self.source)
+        if self.ledger is not None:
+            started_at = self.loaded_at
+            self.ledger.record(stats, started_at=started_at, state=mode.ledger_state(self))
+        return stats
+
+    def prepare(self) -> None:
+        """The table (and the rejects table, and the ledger) exist with the columns the load writes."""
+        options, sink = self.options, self.sink
         sink.prepare(create_table=options.create_table, with_rejects=options.tolerant)
+        if options.ledger is False:
+            return
+        ledger = Ledger(sink)
+        if not ledger.exists():
+            if not options.create_table:
+                name = sink.quoted(ledger.table)
+                if options.ledger or options.skip_unchanged:
+                    raise ConfigurationError(
+                        f"the load ledger {name} does not exist and create_table is False; create it (a load "
+                        "with create_table=True does), or set ledger=False (and skip_unchanged=False)"
+                    )
+                log.warning("No load ledger %s (create_table is False): this load is not recorded", name)
+                return
+            ledger.create()
+        self.ledger = ledger
+
+    def lock(self) -> None:
+        """Lock the table for writing and the object against a concurrent load of it, logging any wait."""
+        options, sink, stats = self.options, self.sink, self.stats
+        timeout, interval = options.lock_timeout, self.progress_interval
+        stats.lock_wait_seconds += sink.lock_table(timeout=timeout, interval=interval)
         if options.columns.source_key is not None:
-            sink.lock_source(options.key)
-        self.plan.mode.before_copy(self)
+            stats.lock_wait_seconds += sink.lock_source(options.key, timeout=timeout, interval=interval)
+        if timeout is not None:  # the rest of the transaction (row locks of a merge, say) too
+            sink.execute(sql.SQL("SELECT set_config('lock_timeout', %s, true)"), [f"{int(timeout * 1000)}ms"])
+
+    def unchanged(self) -> bool:
+        """With ``skip_unchanged``: whether the object is the one the last committed load of its key loaded."""
+        options, stats = self.options, self.stats
+        if not options.skip_unchanged or self.ledger is None or not self.source.etag:
+            return False
+        last = self.ledger.last_load(options.key)
+        if last is None or last.source_etag != self.source.etag:
+            return False
+        self.source.close()
+        stats.record_source(self.source)
+        stats.skipped = True
+        stats.skip_reason = (
+            f"unchanged: ETag {last.source_etag} was loaded by batch {last.batch_id} "
+            f"at {last.finished_at:%Y-%m-%d %H:%M:%S %Z} ({last.mode}); nothing was rewritten"
+        )
+        log.info("Skipping %s: %s", options.location, stats.skip_reason)
+        return True
+
+    def copy_all(self) -> None:
+        """COPY the object's rows, segment by segment."""
+        options, sink, stats = self.options, self.sink, self.stats
         layout = self.layout()
         tolerant = (
             TolerantCopy(
@@ -165,6 +255,7 @@ class _Load:
                 layout,
                 reject=self.reject,
                 server_error=self.server_error,
+                describe=self.describe_refusal,
                 parse_documents=self.plan.transform is None and self.plan.validate is None,
             )
             if options.tolerant
@@ -176,22 +267,33 @@ class _Load:
             keep_payloads=tolerant is not None,
             on_block=self.account,
         )
+        # A table created in this transaction can take frozen rows (no later freezing VACUUM, no hint-bit writes).
+        freeze = sink.created and sink.copy_table == sink.table and tolerant is None
         for segment, payloads in segments:
             if tolerant is not None:
-                stats.rows_copied += tolerant.copy(segment, payloads)
+                copied = tolerant.copy(segment, payloads)
+                stats.rows_copied += copied
+                self.copied += copied
                 if self.pending_rejects:
                     self.flush_rejects()
             else:
-                self.copy_strict(segment, payloads, layout)
-        self.check_ratio()
-        self.plan.mode.before_commit(self)
-        stats.record_source(self.source)
-        return stats
+                self.copy_strict(segment, payloads, layout, freeze=freeze)
 
-    def copy_strict(self, segment: Segment, payloads: Iterator[bytes], layout: RowLayout) -> None:
+    def verify(self) -> None:
+        """Before commit: the mode's row counts add up, and the user's checks hold for the rows written."""
+        options, mode = self.options, self.plan.mode
+        if options.reconcile:
+            problems = mode.reconcile(self, self.copied)
+            if problems:
+                raise CheckFailedError(options.location, "row count", "; ".join(problems))
+        if self.plan.checks:
+            passed = run_checks(self.sink, self.plan.checks, mode.written(self), location=options.location)
+            log.info("Checks passed for %s before commit: %s", options.location, ", ".join(passed))
+
+    def copy_strict(self, segment: Segment, payloads: Iterator[bytes], layout: RowLayout, *, freeze: bool) -> None:
         """COPY one segment; a refused row fails the load, naming its source line."""
         try:
-            self.sink.copy(payloads, layout)
+            self.copied += self.sink.copy(payloads, layout, freeze=freeze)
         except DRIVER_ERRORS as err:
             raise self.server_error(err, segment) from None
         self.stats.rows_copied += segment.rows
@@ -202,8 +304,23 @@ class _Load:
         if segment is not None and row is not None and is_data_error(err):
             line = segment.lines.line_of(row)
             if line is not None:
-                return BadRecordError(self.options.location, line, error_reason(err))
+                return BadRecordError(self.options.location, line, self.row_error_reason(err))
         return load_error(err, location=self.options.location, table=self.options.table)
+
+    def describe_refusal(self, err: BaseException) -> tuple[str, str]:
+        """A refused row's reason for the rejects table (the server's detail) and for logs (without values)."""
+        reason = self.row_error_reason(err)
+        return (error_detail(err) if reason == error_reason(err) else reason), reason
+
+    def row_error_reason(self, err: BaseException) -> str:
+        """Why the server refused a row, without the row's values (a missing merge key said as such)."""
+        if self.options.merge_key is not None:
+            reason = missing_key_reason(
+                getattr(getattr(err, "diag", None), "constraint_name", None), self.options.merge_key
+            )
+            if reason is not None:
+                return reason
+        return error_reason(err)
 
 
 def load_object(
@@ -212,15 +329,19 @@ def load_object(
     options: LoadOptions | PreparedLoad,
     *,
     progress: ProgressCallback | None = None,
+    progress_interval: float = 10.0,
 ) -> LoadStats:
     """Load one S3 object into ``options.table`` in one transaction; return its stats.
+
+    :param progress: called with the running stats after each block.
+    :param progress_interval: seconds between log lines while waiting for a lock.
 
     On any error the transaction is rolled back and a :class:`~s3_postgres_copy.exceptions.LoadError`
     says what went wrong, where, and (terminal or transient) whether a retry can help.
     """
     plan = options.prepare() if isinstance(options, LoadOptions) else options  # before any I/O
     sink = PostgresSink(conn, plan.options.table, plan.options.columns)
-    load = _Load(sink, source, plan, progress)
+    load = _Load(sink, source, plan, progress, progress_interval)
     try:
         source.open()
         stats = load.run()

@@ -37,8 +37,9 @@ class S3ToPostgresCopyOperator(BaseOperator):
     metadata columns (source key, ETag, line number, batch id, load time).
 
     :param s3_bucket: the bucket (templated).
-    :param s3_key: the object key (templated); or give ``s3_prefix``.
+    :param s3_key: the object key (templated); or give ``s3_prefix`` or ``s3_keys``.
     :param s3_prefix: load every object under this prefix, each in its own transaction (templated).
+    :param s3_keys: load these objects, each in its own transaction and batch ``<batch_id>:<key>`` (templated).
     :param table: ``table`` or ``schema.table`` (templated); created if missing and ``create_table``.
     :param aws_conn_id: the Amazon connection for the pre-signed URL.
     :param postgres_conn_id: the PostgreSQL connection.
@@ -61,11 +62,16 @@ class S3ToPostgresCopyOperator(BaseOperator):
     :param progress_interval: seconds between progress log lines.
     :param copy_format: ``"auto"`` sends binary COPY rows (faster for the server) in strict mode when the
         columns' types allow, text rows otherwise; ``"text"``; ``"binary"`` (fails if it cannot).
+    :param merge_key: ``mode="merge"``: the top-level document fields rows are matched on, e.g. ``["npi"]``.
+    :param skip_unchanged: skip an object whose ETag equals the last committed load of its key (the ledger's).
+    :param checks: ``{"name": {"check_statement": "<SQL>"}}`` evaluated over the rows written, before commit.
+    :param lock_timeout: seconds to wait for a lock on the table (default: wait, logging who holds it).
+    :param stage: ``mode="snapshot"`` of many objects: stage each in this table, to be published together (templated).
     :param load_options: any other :class:`~s3_postgres_copy.options.LoadOptions` field, e.g.
         ``{"segment_bytes": 8 << 20, "raw_limit": 2000, "max_line_bytes": 1 << 20}``.
     """
 
-    template_fields: Sequence[str] = ("s3_bucket", "s3_key", "s3_prefix", "table", "batch_id")
+    template_fields: Sequence[str] = ("s3_bucket", "s3_key", "s3_prefix", "s3_keys", "table", "batch_id", "stage")
     ui_color = "#e8f4fd"
 
     def __init__(
@@ -75,6 +81,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
         table: str,
         s3_key: str | None = None,
         s3_prefix: str | None = None,
+        s3_keys: Sequence[str] | None = None,
         aws_conn_id: str | None = "aws_default",
         postgres_conn_id: str = "postgres_default",
         format: FormatName = "auto",
@@ -88,6 +95,11 @@ class S3ToPostgresCopyOperator(BaseOperator):
         create_table: bool = True,
         csv_delimiter: str = ",",
         copy_format: CopyFormat = "auto",
+        merge_key: Sequence[str] | None = None,
+        skip_unchanged: bool = False,
+        checks: Mapping[str, Any] | None = None,
+        lock_timeout: float | None = None,
+        stage: str | None = None,
         load_options: Mapping[str, Any] | None = None,
         batch_id: str | None = None,
         url_expires_in: int = 3600,
@@ -102,7 +114,9 @@ class S3ToPostgresCopyOperator(BaseOperator):
         self.s3_bucket = s3_bucket
         self.s3_key = s3_key
         self.s3_prefix = s3_prefix
+        self.s3_keys = s3_keys
         self.table = table
+        self.stage = stage
         self.batch_id = batch_id
         self.aws_conn_id = aws_conn_id
         self.postgres_conn_id = postgres_conn_id
@@ -120,6 +134,10 @@ class S3ToPostgresCopyOperator(BaseOperator):
             "create_table": create_table,
             "csv_delimiter": csv_delimiter,
             "copy_format": copy_format,
+            "merge_key": merge_key,
+            "skip_unchanged": skip_unchanged,
+            "checks": checks,
+            "lock_timeout": lock_timeout,
         }
         self.url_expires_in = url_expires_in
         self.verify = verify
@@ -167,16 +185,17 @@ class S3ToPostgresCopyOperator(BaseOperator):
         from s3_postgres_copy.options import LoadOptions
         from s3_postgres_copy.sink import Columns
 
-        if bool(self.s3_key) == bool(self.s3_prefix):
-            raise ConfigurationError("give exactly one of s3_key and s3_prefix")
+        if sum(1 for given in (self.s3_key, self.s3_prefix, self.s3_keys) if given) != 1:
+            raise ConfigurationError("give exactly one of s3_key, s3_prefix and s3_keys")
         fields = dict(self.load_options)
         columns = fields.pop("columns", None)
         try:
             options = LoadOptions(
                 bucket=self.s3_bucket,
-                key=key or self.s3_key or self.s3_prefix or "",
+                key=key or self.s3_key or self.s3_prefix or (self.s3_keys or [""])[0],
                 table=self.table,
                 batch_id=batch_id,
+                stage=self.stage or None,
                 columns=Columns(**columns) if columns else Columns(),
                 **fields,
             )
@@ -200,16 +219,17 @@ class S3ToPostgresCopyOperator(BaseOperator):
             self._loaded = []
             if self.s3_key:
                 return self.load_one(self.s3_key, batch_id, plan).as_dict()
-            keys = [key for key in self.s3_hook.list_keys(bucket_name=self.s3_bucket, prefix=self.s3_prefix) or []]
+            if self.s3_keys:
+                keys = list(self.s3_keys)
+                self.log.info("Loading %d objects, each in its own transaction and batch", len(keys))
+                # Each object is its own batch, so a re-run of this task replaces exactly its objects' rows.
+                results = [self.load_one(key, f"{batch_id}:{key}", plan) for key in keys]
+                return _summary(self.s3_bucket, "", self.table, batch_id, [_brief(stats) for stats in results])
+            keys = self.s3_hook.list_keys(bucket_name=self.s3_bucket, prefix=self.s3_prefix) or []
             keys = [key for key in keys if not key.endswith("/")]
             self.log.info("Loading %d objects under s3://%s/%s", len(keys), self.s3_bucket, self.s3_prefix)
-            return _summary(
-                self.s3_bucket,
-                self.s3_prefix or "",
-                self.table,
-                batch_id,
-                [self.load_one(key, batch_id, plan).as_dict() for key in keys],
-            )
+            objects = [self.load_one(key, batch_id, plan).as_dict() for key in keys]
+            return _summary(self.s3_bucket, self.s3_prefix or "", self.table, batch_id, objects)
 
     def load_one(self, key: str, batch_id: str, plan: PreparedLoad | None = None) -> LoadStats:
         """Load one object in its own transaction."""
@@ -241,7 +261,9 @@ class S3ToPostgresCopyOperator(BaseOperator):
         )
         conn = PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn()
         try:
-            stats = load_object(conn, source, plan, progress=self._progress_logger())
+            stats = load_object(
+                conn, source, plan, progress=self._progress_logger(), progress_interval=self.progress_interval
+            )
         finally:
             conn.close()
         self._loaded.append(stats)
@@ -340,6 +362,14 @@ def _failing_terminal_errors() -> Iterator[None]:
         raise
 
 
+BRIEF = ("source_key", "source_etag", "batch_id", "rows_copied", "rows_rejected", "lines_read", "skipped", "seconds")
+"""What the XCom of a load of many objects keeps of each (the ledger has the rest)."""
+
+
+def _brief(stats: LoadStats) -> dict[str, Any]:
+    return {name: getattr(stats, name) for name in BRIEF}
+
+
 def _summary(bucket: str, prefix: str, table: str, batch_id: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     """The XCom of a prefix load: the totals and each object's stats."""
     total: dict[str, Any] = {
@@ -351,6 +381,7 @@ def _summary(bucket: str, prefix: str, table: str, batch_id: str, results: list[
         "objects": results,
     }
     for name in (*ACCOUNTED, "lines_read", "bytes_read"):
-        total[name] = sum(result[name] for result in results)
+        total[name] = sum(result.get(name) or 0 for result in results)
+    total["skipped"] = sum(1 for result in results if result.get("skipped"))
     total["seconds"] = round(sum(result["seconds"] for result in results), 3)
     return total

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from s3_postgres_copy.checks import parse_checks
 from s3_postgres_copy.compression import Compression, compression_names
 from s3_postgres_copy.documents import Transform, Validator, resolve_transform, schema_validator
 from s3_postgres_copy.exceptions import ConfigurationError
 from s3_postgres_copy.formats import FormatName, format_names
-from s3_postgres_copy.identifiers import split_table, table_identifier
+from s3_postgres_copy.identifiers import split_table
 from s3_postgres_copy.modes import Mode, ModeName, get_mode
 from s3_postgres_copy.records import DEFAULT_MAX_LINE_BYTES
-from s3_postgres_copy.sink import Columns
+from s3_postgres_copy.sink import Columns, derived_identifier
 
 if TYPE_CHECKING:
     from s3_postgres_copy.rows import CopyFormat
@@ -49,6 +50,21 @@ class LoadOptions:
     """COPY rows: ``binary`` is faster for the server; ``auto`` uses it in strict mode when the column
     types allow (jsonb/json/text document, text/varchar metadata, timestamptz/timestamp ``loaded_at``,
     bigint ``source_line``) and text rows otherwise; tolerant mode always sends text rows."""
+    merge_key: Sequence[str] | None = None
+    """``mode="merge"``: the top-level document fields rows match on (``document->>field``)."""
+    stage: str | None = None
+    """``mode="snapshot"`` of a prefix: stage the object in this table; ``snapshot.publish`` makes it the content."""
+    skip_unchanged: bool = False
+    """Skip an object whose ETag equals that of the last committed load of its key into the table (the ledger's)."""
+    checks: Mapping[str, Any] | None = None
+    """``{"name": {"check_statement": "<SQL>"}}`` evaluated over the rows the load wrote, before commit."""
+    lock_timeout: float | None = None
+    """Seconds to wait for a lock on the target before failing (transient); ``None``: wait, logging who holds it."""
+    ledger: bool | None = None
+    """Write the load's row into ``<table>_loads`` (in its transaction). ``None``: created with the table
+    (``create_table``), used if it exists, else left out with a warning; ``True``: required; ``False``: off."""
+    reconcile: bool = True
+    """Before commit, check that the rows written add up (the mode's row counts, every line accounted for)."""
 
     @property
     def location(self) -> str:
@@ -70,11 +86,12 @@ class LoadOptions:
             mode = self._check()
             transform = resolve_transform(self.transform)
             validate = _validator(self.schema)
+            checks = parse_checks(self.checks)
         except ConfigurationError:
             raise
         except ValueError as err:
             raise ConfigurationError(str(err)) from err
-        return PreparedLoad(self, transform, validate, mode)
+        return PreparedLoad(self, transform, validate, mode, checks)
 
     def _check(self) -> Mode:
         split_table(self.table)
@@ -89,8 +106,20 @@ class LoadOptions:
         ratio = self.max_bad_ratio
         if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1):
             raise ValueError(f"max_bad_ratio must be a number between 0 and 1, got {ratio!r}")
+        if self.lock_timeout is not None and (
+            isinstance(self.lock_timeout, bool)
+            or not isinstance(self.lock_timeout, int | float)
+            or not self.lock_timeout > 0
+        ):
+            raise ValueError(
+                f"lock_timeout must be a positive number of seconds (or None to wait), got {self.lock_timeout!r}"
+            )
+        if self.skip_unchanged and self.ledger is False:
+            raise ValueError("skip_unchanged needs the ledger (ledger=True): it compares the ETag with the last load's")
+        if self.stage is not None:
+            split_table(self.stage)
         if self.tolerant:
-            table_identifier(self.table, "_rejects")
+            derived_identifier(self.table, "_rejects")
             if self.copy_format == "binary":
                 raise ValueError(
                     "copy_format='binary' needs strict mode (max_bad_rows=0, no max_bad_ratio): "
@@ -112,6 +141,7 @@ class PreparedLoad:
     transform: Transform | None
     validate: Validator | None
     mode: Mode
+    checks: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     def for_object(self, key: str, batch_id: str | None) -> PreparedLoad:
         """The same load for another object (and batch), without checking or resolving again."""

@@ -69,8 +69,8 @@ class RowLayout(ABC):
 
     name: ClassVar[str]
     """``"text"`` or ``"binary"`` (reported as ``LoadStats.copy_format``)."""
-    copy_options: ClassVar[str]
-    """The ``COPY ... FROM STDIN`` options this layout needs (SQL, e.g. ``" (FORMAT binary)"``)."""
+    copy_options: ClassVar[tuple[str, ...]]
+    """The ``COPY ... FROM STDIN`` options this layout needs (SQL, e.g. ``("FORMAT binary",)``)."""
 
     with_line: bool
 
@@ -119,7 +119,7 @@ class TextRows(RowLayout):
     """
 
     name = "text"
-    copy_options = ""
+    copy_options = ()
 
     def __init__(self, constants: Sequence[object], *, with_line: bool) -> None:
         fixed = b"".join(b"\t" + encode_value(v).replace(b"%", b"%%") for v in constants)
@@ -222,7 +222,7 @@ class BinaryRows(RowLayout):
     """
 
     name = "binary"
-    copy_options = " (FORMAT binary)"
+    copy_options = ("FORMAT binary",)
 
     def __init__(self, prefix: bytes, fixed: bytes, constants: int, *, with_line: bool) -> None:
         self.with_line = with_line

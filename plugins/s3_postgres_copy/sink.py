@@ -79,6 +79,19 @@ def _framed(payloads: Iterable[bytes], layout: RowLayout) -> Iterator[bytes]:
         yield trailer
 
 
+def derived_identifier(table: str, suffix: str) -> sql.Identifier:
+    """``<table><suffix>`` (the rejects table, the ledger, an index) as an identifier of at most 63 characters.
+
+    A name that would be longer keeps the first characters of the table's name and a hash of
+    the whole, so it is deterministic and never the name of another table's companion.
+    """
+    parts = split_table(table)
+    name = parts[-1] + suffix
+    if len(name) > 63:
+        name = f"{parts[-1][: 63 - len(suffix) - 9]}_{zlib.crc32(table.encode()):08x}{suffix}"
+    return sql.Identifier(*parts[:-1], check_name(name, "table"))
+
+
 class PostgresSink:
     """One load's transaction on a DB-API connection from ``PostgresHook.get_conn()``.
 
@@ -99,11 +112,15 @@ class PostgresSink:
         self._names = sql.SQL(", ").join(sql.Identifier(name) for _, name in columns.roles())
         self.types: dict[str, str] = {}
         """The target table's column types (``regtype`` names) by column name, after :meth:`prepare`."""
+        self.copy_table: sql.Identifier = self.table
+        """Where :meth:`copy` sends rows: the target, or a staging table a mode chose."""
+        self.created = False
+        """Whether :meth:`prepare` created the target in this transaction (its COPY can then ``FREEZE`` rows)."""
 
     @property
     def rejects_table(self) -> sql.Identifier:
         """``<table>_rejects`` (only needed in tolerant mode)."""
-        return table_identifier(self.table_name, "_rejects")
+        return derived_identifier(self.table_name, "_rejects")
 
     # -- SQL helpers -----------------------------------------------------------------------
     def _render(self, query: sql.Composable) -> Any:
@@ -119,12 +136,14 @@ class PostgresSink:
         row = self.execute(query, params).fetchone()
         return None if row is None else row[0]
 
+    def quoted(self, ident: sql.Identifier) -> str:
+        """An identifier as SQL text (for ``to_regclass`` and ``regclass`` parameters)."""
+        return ident.as_string(None)
+
     # -- DDL ---------------------------------------------------------------------------------
-    def table_columns(self, suffix: str = "") -> dict[str, str] | None:
-        """Column name → type (``regtype``) of the target (or rejects) table, or None if it does not exist."""
-        parts = split_table(self.table_name)
-        qualified = sql.Identifier(*parts[:-1], parts[-1] + suffix).as_string(None)
-        oid = self.scalar(sql.SQL("SELECT to_regclass(%s)::oid"), [qualified])
+    def relation_columns(self, ident: sql.Identifier) -> dict[str, str] | None:
+        """Column name → type (``regtype``) of a table, or None if it does not exist."""
+        oid = self.scalar(sql.SQL("SELECT to_regclass(%s)::oid"), [self.quoted(ident)])
         if oid is None:
             return None
         rows = self.execute(
@@ -136,30 +155,30 @@ class PostgresSink:
         ).fetchall()
         return {row[0]: row[1] for row in rows}
 
+    def table_columns(self, suffix: str = "") -> dict[str, str] | None:
+        """Column name → type (``regtype``) of the target (or a companion) table, or None if it does not exist."""
+        return self.relation_columns(derived_identifier(self.table_name, suffix) if suffix else self.table)
+
+    def create_lock(self) -> None:
+        """Serialise the creation of this table by concurrent loads (``CREATE ... IF NOT EXISTS`` would race).
+
+        The key is the schema-qualified name the table would be created under (``t`` and
+        ``public.t`` are the same table), as it has no OID yet.
+        """
+        parts = split_table(self.table_name)
+        schema = parts[0] if len(parts) == 2 else self.scalar(sql.SQL("SELECT current_schema()"))
+        self.execute(sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [f"ddl:{schema}.{parts[-1]}"])
+
     def prepare(self, *, create_table: bool, with_rejects: bool) -> None:
         """Create the tables if allowed and missing; check that the columns exist."""
         existing = self.table_columns()
         if existing is None:
             if not create_table:
                 raise ConfigurationError(f"table {self.table_name} does not exist and create_table is False")
-            # Two loads creating the same new table at once would race in CREATE ... IF NOT EXISTS.
-            self.execute(sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [f"{self.table_name}:ddl"])
+            self.create_lock()
             existing = self.table_columns()
         if existing is None:
-            defs = sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(Columns.TYPES[role]))
-                for role, name in self.columns.roles()
-            )
-            self.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self.table, defs))
-            if self.columns.source_key is not None:
-                # Deterministic and at most 63 characters, so IF NOT EXISTS never matches another table's index.
-                name = split_table(self.table_name)[-1]
-                index = sql.Identifier(f"{name[:40]}_{zlib.crc32(self.table_name.encode()):08x}_source_key_idx")
-                self.execute(
-                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                        index, self.table, sql.Identifier(self.columns.source_key)
-                    )
-                )
+            self._create()
             existing = self.table_columns() or {}
         else:
             missing = [name for _, name in self.columns.roles() if name not in existing]
@@ -171,7 +190,9 @@ class PostgresSink:
         self.types = existing
         if with_rejects and self.table_columns("_rejects") is None:
             if not create_table:
-                raise ConfigurationError(f"table {self.table_name}_rejects does not exist and create_table is False")
+                raise ConfigurationError(
+                    f"table {self.quoted(self.rejects_table)} does not exist and create_table is False"
+                )
             self.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (batch_id text, source_key text, source_line bigint, "
@@ -179,40 +200,118 @@ class PostgresSink:
                 ).format(self.rejects_table)
             )
 
-    # -- the transaction -------------------------------------------------------------------
-    def lock_source(self, key: str) -> None:
-        """Serialise loads of the same object into the same table until commit."""
-        self.execute(sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [f"{self.table_name}:{key}"])
+    def _create(self) -> None:
+        defs = sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(Columns.TYPES[role]))
+            for role, name in self.columns.roles()
+        )
+        self.execute(sql.SQL("CREATE TABLE {} ({})").format(self.table, defs))
+        self.created = True
+        if self.columns.source_key is not None:
+            self.execute(
+                sql.SQL("CREATE INDEX {} ON {} ({})").format(
+                    self.index_name("source_key"), self.table, sql.Identifier(self.columns.source_key)
+                )
+            )
 
+    def index_name(self, what: str) -> sql.Identifier:
+        """A deterministic index name of at most 63 characters, so it never matches another table's index."""
+        name = split_table(self.table_name)[-1]
+        return sql.Identifier(f"{name[:39]}_{zlib.crc32(self.table_name.encode()):08x}_{what}_idx"[:63])
+
+    # -- locks -------------------------------------------------------------------------------
+    def lock_table(self, *, timeout: float | None, interval: float) -> float:
+        """Take ``ROW EXCLUSIVE`` on the target (what its writes need), logging who blocks it; return seconds waited."""
+        from s3_postgres_copy.locks import acquire, relation_holders
+
+        qualified = self.quoted(self.table)
+        return acquire(
+            self,
+            sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(self.table),
+            [],
+            what=f"the table {self.table_name}",
+            holders=lambda: relation_holders(self, qualified),
+            timeout=timeout,
+            interval=interval,
+        )
+
+    def lock_source(self, key: str, *, timeout: float | None = None, interval: float = 10.0) -> float:
+        """Serialise loads of the same object into the same table until commit; return seconds waited.
+
+        The lock is on the table's identity (its OID, whatever the spelling: ``t``, ``public.t``)
+        plus the key.
+        """
+        from s3_postgres_copy.locks import acquire, advisory_holders, key_of
+
+        oid = self.scalar(sql.SQL("SELECT to_regclass(%s)::oid"), [self.quoted(self.table)])
+        lock = key_of(self, f"load:{oid}:{key}")
+        return acquire(
+            self,
+            sql.SQL("SELECT pg_advisory_xact_lock(%s)"),
+            [lock],
+            what=f"loading {key} into {self.table_name} (another load of the same object)",
+            holders=lambda: advisory_holders(self, lock),
+            timeout=timeout,
+            interval=interval,
+        )
+
+    # -- writes ------------------------------------------------------------------------------
     def delete_source(self, key: str, *, rejects: bool) -> int:
         """Delete the rows of an earlier load of ``key``; return how many."""
         if self.columns.source_key is None:
             raise ConfigurationError("deleting an object's earlier rows needs the source_key column")
-        cur = self.execute(
-            sql.SQL("DELETE FROM {} WHERE {} = %s").format(self.table, sql.Identifier(self.columns.source_key)),
-            [key],
-        )
+        return self._delete(self.columns.source_key, "source_key", key, rejects=rejects)
+
+    def delete_batch(self, batch_id: str, *, rejects: bool) -> int:
+        """Delete the rows of an earlier run of this batch (a re-run of an append); return how many."""
+        if self.columns.batch_id is None:
+            raise ConfigurationError("replacing a batch's rows needs the batch_id column")
+        return self._delete(self.columns.batch_id, "batch_id", batch_id, rejects=rejects)
+
+    def _delete(self, column: str, rejects_column: str, value: str, *, rejects: bool) -> int:
+        cur = self.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(self.table, sql.Identifier(column)), [value])
         deleted = int(cur.rowcount)
         if rejects and self.table_columns("_rejects") is not None:
-            self.execute(sql.SQL("DELETE FROM {} WHERE source_key = %s").format(self.rejects_table), [key])
+            self.execute(
+                sql.SQL("DELETE FROM {} WHERE {} = %s").format(self.rejects_table, sql.Identifier(rejects_column)),
+                [value],
+            )
+        return deleted
+
+    def delete_all(self, *, rejects: bool) -> int:
+        """Delete every row of the target (a snapshot's old content; readers keep seeing it until commit)."""
+        deleted = int(self.execute(sql.SQL("DELETE FROM {}").format(self.table)).rowcount)
+        if rejects and self.table_columns("_rejects") is not None:
+            self.execute(sql.SQL("DELETE FROM {}").format(self.rejects_table))
         return deleted
 
     def role_types(self) -> dict[str, str]:
         """The type of each loaded column by role (after :meth:`prepare`)."""
         return {role: self.types[name] for role, name in self.columns.roles()}
 
-    def copy_sql(self, layout: RowLayout) -> sql.Composed:
-        """``COPY <table> (<columns>) FROM STDIN`` with the options of the row layout."""
-        return sql.SQL("COPY {} ({}) FROM STDIN{}").format(self.table, self._names, sql.SQL(layout.copy_options))
+    @property
+    def column_list(self) -> sql.Composable:
+        """The loaded columns, in COPY order, as SQL."""
+        return self._names
 
-    def copy(self, payloads: Iterable[bytes], layout: RowLayout) -> None:
-        """Run one ``COPY ... FROM STDIN`` fed by ``payloads``: rows in ``layout``, framed by its header and trailer."""
+    def copy_sql(self, layout: RowLayout, *, freeze: bool = False) -> sql.Composed:
+        """``COPY <table> (<columns>) FROM STDIN`` with the row layout's options (and ``FREEZE``)."""
+        options = [*layout.copy_options, *(("FREEZE",) if freeze else ())]
+        with_options = sql.SQL(f" ({', '.join(options)})" if options else "")
+        return sql.SQL("COPY {} ({}) FROM STDIN{}").format(self.copy_table, self._names, with_options)
+
+    def copy(self, payloads: Iterable[bytes], layout: RowLayout, *, freeze: bool = False) -> int:
+        """Run one ``COPY ... FROM STDIN`` fed by ``payloads`` (rows in ``layout``, framed by it); return rows copied.
+
+        :param freeze: ``COPY ... FREEZE``: only for a table created in this (sub)transaction.
+        """
         payloads = _framed(payloads, layout)
+        statement = self.copy_sql(layout, freeze=freeze)
         if self.driver == "psycopg":
-            with self.cursor.copy(self.copy_sql(layout)) as copy:
+            with self.cursor.copy(statement) as copy:
                 for payload in payloads:
                     copy.write(payload)
-            return
+            return int(self.cursor.rowcount)
         failure: list[BaseException] = []
 
         def guarded() -> Iterable[bytes]:
@@ -224,25 +323,26 @@ class PostgresSink:
 
         stream = open_chunks(guarded(), COPY_READ_SIZE)
         try:
-            self.cursor.copy_expert(self._render(self.copy_sql(layout)), stream, size=COPY_READ_SIZE)
+            self.cursor.copy_expert(self._render(statement), stream, size=COPY_READ_SIZE)
         except Exception:
             if failure:
                 raise failure[0] from None
             raise
         finally:
             stream.close()
+        return int(self.cursor.rowcount)
 
-    def savepoint(self) -> None:
-        """Start a savepoint for one segment (tolerant mode)."""
-        self.execute(sql.SQL("SAVEPOINT s3_postgres_copy_segment"))
+    def savepoint(self, name: str = "s3_postgres_copy_segment") -> None:
+        """Start a savepoint (one segment in tolerant mode, one lock attempt)."""
+        self.execute(sql.SQL("SAVEPOINT {}").format(sql.Identifier(name)))
 
-    def release(self) -> None:
-        """Keep the segment."""
-        self.execute(sql.SQL("RELEASE SAVEPOINT s3_postgres_copy_segment"))
+    def release(self, name: str = "s3_postgres_copy_segment") -> None:
+        """Keep what was done since the savepoint."""
+        self.execute(sql.SQL("RELEASE SAVEPOINT {}").format(sql.Identifier(name)))
 
-    def rollback_segment(self) -> None:
-        """Undo the segment only."""
-        self.execute(sql.SQL("ROLLBACK TO SAVEPOINT s3_postgres_copy_segment"))
+    def rollback_segment(self, name: str = "s3_postgres_copy_segment") -> None:
+        """Undo what was done since the savepoint only."""
+        self.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(sql.Identifier(name)))
 
     def insert_rejects(self, rows: Sequence[tuple[str | None, str, int, str, str]]) -> None:
         """Write rejected records: ``(batch_id, source_key, source_line, raw, error)``."""

@@ -134,6 +134,12 @@ class HttpObjectSource:
         self.resigns = 0
 
     # -- opening -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the open response, if any (a load that stops before reading, e.g. a skipped object)."""
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()
+
     def open(self) -> HttpObjectSource:
         """Send the first request; raises :class:`SourceError` if the object cannot be read."""
         self._response = self._request(first=True)

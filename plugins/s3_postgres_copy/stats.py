@@ -32,6 +32,17 @@ class LoadStats:
     rows_streamed: int = 0
     rows_rejected: int = 0
     rows_deleted: int = 0
+    rows_inserted: int | None = None
+    """Merge: rows of new keys."""
+    rows_updated: int | None = None
+    """Merge: stored rows whose document changed."""
+    rows_unchanged: int | None = None
+    """Merge: records whose document equals the stored one (the row is left as it is)."""
+    rows_deduplicated: int | None = None
+    """Merge: records of a key that a later record of the same key in the file replaced."""
+    skipped: bool = False
+    skip_reason: str | None = None
+    lock_wait_seconds: float = 0.0
     lines_read: int = 0
     blank_lines: int = 0
     header_lines: int = 0

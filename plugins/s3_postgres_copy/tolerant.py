@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from s3_postgres_copy.dberrors import DRIVER_ERRORS, copy_error_row, error_detail, error_reason, is_data_error, sqlstate
+from s3_postgres_copy.dberrors import DRIVER_ERRORS, copy_error_row, is_data_error, sqlstate
 from s3_postgres_copy.documents import Reject, loads_record
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class TolerantCopy:
     :param layout: the segments' row layout (splits a payload into rows).
     :param reject: records one refused row (raises when there are too many).
     :param server_error: the load's error for a driver error that is not about one row.
+    :param describe: a refused row's reason for the rejects table and for logs (the latter without values).
     :param parse_documents: whether documents are raw JSON lines, worth one Python parsing pass.
     """
 
@@ -59,12 +60,14 @@ class TolerantCopy:
         *,
         reject: Callable[[Reject], None],
         server_error: Callable[[BaseException], BaseException],
+        describe: Callable[[BaseException], tuple[str, str]],
         parse_documents: bool,
     ) -> None:
         self.sink = sink
         self.layout = layout
         self.reject = reject
         self.server_error = server_error
+        self.describe = describe
         self.parse_documents = parse_documents
         self.statements = 0
         """COPY statements sent to recover refused segments (for the stats and the benchmark)."""
@@ -119,7 +122,8 @@ class TolerantCopy:
                         pending.append((end, hi, False))
                     continue
             bad = lo + failure.row - 1
-            self.reject(_reject(lines[bad], self.layout.document_of(rows[bad]), failure.error))
+            error, summary = self.describe(failure.error)
+            self.reject(Reject(lines[bad], self.layout.document_of(rows[bad]), error, summary=summary))
             failure = None
             window = FIRST_WINDOW
             if bad + 1 < hi:
@@ -140,7 +144,3 @@ class TolerantCopy:
                 keep_rows.append(row)
                 keep_lines.append(line)
         return keep_rows, keep_lines
-
-
-def _reject(line: int, raw: bytes, error: BaseException) -> Reject:
-    return Reject(line, raw, error_detail(error), summary=error_reason(error))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.dag_runs import load_dag, run_dag, task_states, xcom_values
+from harness.dag_runs import SUCCESS_STATES, load_dag, run_dag, task_states, xcom_values
 
 DAG_ID = "s3_to_postgres_import"
 BUCKET = "imports"
@@ -68,10 +68,21 @@ class TestStructure:
         assert DAG_ID in bag.dag_ids
 
     def test_tasks_and_order(self, dag: Any) -> None:
-        assert set(dag.task_ids) == {"validate", "load", "check_row_count"}
+        assert set(dag.task_ids) == {
+            "wait_for_objects",
+            "validate",
+            "load",
+            "publish",
+            "check_row_count",
+            "discard_stage",
+        }
+        assert dag.get_task("wait_for_objects").downstream_task_ids == {"validate"}
         assert dag.get_task("validate").downstream_task_ids == {"load"}
-        assert dag.get_task("load").downstream_task_ids == {"check_row_count"}
+        assert dag.get_task("load").downstream_task_ids == {"publish", "discard_stage"}
+        assert dag.get_task("publish").downstream_task_ids == {"check_row_count"}
         assert dag.get_task("check_row_count").downstream_task_ids == set()
+        assert dag.get_task("discard_stage").trigger_rule == "one_failed"
+        assert dag.get_task("wait_for_objects").mode == "reschedule"
 
     def test_schedule_params_and_defaults(self, dag: Any) -> None:
         assert dag.max_active_runs == 1
@@ -125,7 +136,7 @@ class TestRuns:
         s3.put_object(imports, key, gzip.compress(_records(500)))
         run = run_dag(dag, "2026-03-01")
         assert str(run.state) == "success", task_states(run)
-        assert task_states(run) == {"validate": ["success"], "load": ["success"], "check_row_count": ["success"]}
+        assert task_states(run) == SUCCESS_STATES
         (stats,) = xcom_values(run, "load")
         assert stats["source_key"] == key
         assert stats["rows_copied"] == 500
@@ -138,16 +149,16 @@ class TestRuns:
         assert doc["npi"] == "1000000002"
         assert doc["specialties"] == ["Cardiology", "Internal Medicine"]
         assert doc["status"] == "active"
-        assert xcom_values(run, "check_row_count") == [{"objects": 1, "rows": 500}]
+        assert xcom_values(run, "check_row_count") == [{"objects": 1, "skipped": 0, "rows": 500}]
 
-    def test_same_date_twice_replaces(self, dag: Any, imports: str, s3: Any, pg_conn: Any) -> None:
+    def test_same_date_twice_with_force_replaces(self, dag: Any, imports: str, s3: Any, pg_conn: Any) -> None:
         key = "imports/2026-03-02/providers.jsonl.gz"
         s3.put_object(imports, key, gzip.compress(_records(300)))
         first = run_dag(dag, "2026-03-02")
         before = pg_conn.execute(
             "SELECT source_line, document FROM provider_directory WHERE source_key = %s ORDER BY 1", [key]
         ).fetchall()
-        second = run_dag(dag, dag_date := "2026-03-02")
+        second = run_dag(dag, dag_date := "2026-03-02", {"force": True})
         assert str(first.state) == str(second.state) == "success", dag_date
         after = pg_conn.execute(
             "SELECT source_line, document FROM provider_directory WHERE source_key = %s ORDER BY 1", [key]
@@ -158,6 +169,31 @@ class TestRuns:
             "SELECT DISTINCT batch_id FROM provider_directory WHERE source_key = %s", [key]
         ).fetchall()
         assert batches == [(second.run_id,)]
+
+    def test_same_date_twice_skips_the_unchanged_object(
+        self, dag: Any, bucket: str, s3: Any, pg_conn: Any, table: str
+    ) -> None:
+        key = "imports/2026-03-08/providers.jsonl.gz"
+        s3.put_object(bucket, key, gzip.compress(_records(30)))
+        conf = {"bucket": bucket, "table": table}
+        first = run_dag(dag, "2026-03-08", conf)
+        versions = pg_conn.execute(f"SELECT ctid, xmin::text FROM {table} ORDER BY 1").fetchall()
+        second = run_dag(dag, "2026-03-08", conf)
+        assert str(first.state) == str(second.state) == "success", task_states(second)
+        (stats,) = xcom_values(second, "load")
+        assert stats["skipped"] is True
+        assert stats["rows_copied"] == 0
+        assert f"was loaded by batch {first.run_id}" in stats["skip_reason"]
+        assert pg_conn.execute(f"SELECT ctid, xmin::text FROM {table} ORDER BY 1").fetchall() == versions
+        assert xcom_values(second, "check_row_count") == [{"objects": 1, "skipped": 1, "rows": 0}]
+        ledger = pg_conn.execute(f"SELECT batch_id, state, rows_copied FROM {table}_loads").fetchall()
+        assert ledger == [(first.run_id, "committed", 30)]
+        # A changed object (a new ETag) is loaded again.
+        s3.put_object(bucket, key, gzip.compress(_records(31)))
+        third = run_dag(dag, "2026-03-08", conf)
+        assert str(third.state) == "success"
+        assert _count(pg_conn, table) == 31
+        assert pg_conn.execute(f"SELECT DISTINCT batch_id FROM {table}").fetchall() == [(third.run_id,)]
 
     def test_manual_run_with_conf(self, dag: Any, bucket: str, s3: Any, pg_conn: Any, table: str) -> None:
         key = "manual/some file.jsonl"
@@ -222,13 +258,12 @@ class TestRuns:
     @pytest.mark.parametrize(
         ("setup", "conf", "reason"),
         [
-            (None, {"key": "missing/nothing-here.jsonl"}, "does not exist"),
             (("empty.jsonl", b""), {"key": "empty.jsonl"}, "is empty"),
             (("blob.bin", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), {"key": "blob.bin"}, "unknown format"),
             (("ok.jsonl", b'{"a": 1}\n'), {"key": "ok.jsonl", "table": "nosuchschema.t"}, "schema 'nosuchschema'"),
             (("ok.csv", b'{"a": 1}\n'), {"key": "ok.csv"}, "named like csv but its content looks like jsonl"),
         ],
-        ids=["missing", "empty", "unknown-format", "bad-schema", "format-mismatch"],
+        ids=["empty", "unknown-format", "bad-schema", "format-mismatch"],
     )
     def test_validate_fails_with_reason(
         self,
@@ -237,13 +272,12 @@ class TestRuns:
         s3: Any,
         pg_conn: Any,
         table: str,
-        setup: tuple[str, bytes] | None,
+        setup: tuple[str, bytes],
         conf: dict[str, Any],
         reason: str,
         capfd: pytest.CaptureFixture[str],
     ) -> None:
-        if setup is not None:
-            s3.put_object(bucket, *setup)
+        s3.put_object(bucket, *setup)
         run = run_dag(dag, "2026-03-05", {"bucket": bucket, "table": table, **conf})
         assert str(run.state) == "failed"
         states = task_states(run)

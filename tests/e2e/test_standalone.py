@@ -26,7 +26,7 @@ DAG_ID = "s3_to_postgres_import"
 RUN_TIMEOUT = 180.0
 # `make screenshots` sets E2E_SCREENSHOT_DIR=docs to refresh the committed pictures; tests alone keep the tree clean.
 SCREENSHOT_DIR = Path(os.environ.get("E2E_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="e2e-screenshots-"))
-SUCCESS_STATES = {"validate": ["success"], "load": ["success"], "check_row_count": ["success"]}
+from harness.dag_runs import SUCCESS_STATES  # noqa: E402
 
 
 def _iso(day: dt.date, hour: int = 2) -> str:

@@ -85,11 +85,18 @@ def test_range_ignored_and_another_body_without_etag_is_refused(
     overwrite = Pass(before=lambda: env.put(KEY, V2), drop_headers=("Range",), drop_response_headers=hidden)
     err = _fails(env, table, Cut(after=CUT, drop_response_headers=hidden), overwrite)
 
-    assert isinstance(err, ResumeRefusedError)
     pattern = (
         rf"{re.escape(env.location(KEY))}: refused to resume at byte {CUT}: {why}, so the rest could come from "
         rf"another version of the object; {re.escape(RETRY)}"
     )
+    if "Last-Modified" in str(err) and "changed while it was being read" in str(err):
+        # On a slow machine the second version's Last-Modified (1 s resolution) may differ from the
+        # first's: then the resume is refused as a changed object, which is as right.
+        assert hidden == NO_ETAG
+        changed = rf"{re.escape(env.location(KEY))} changed while it was being read \(Last-Modified .+, was .+\); retry"
+        assert re.match(changed, str(err)), str(err)
+        return
+    assert isinstance(err, ResumeRefusedError)
     assert re.fullmatch(pattern, str(err)), str(err)
     gets = env.proxy.gets
     assert [(get.status, get.range, get.if_match) for get in gets] == [(200, None, None), (200, f"bytes={CUT}-", None)]

@@ -34,9 +34,9 @@ def denv(postgres: ThrowawayPostgres | ExistingPostgres, s3: LocalS3, bucket: st
 
 @pytest.fixture
 def table(postgres: ThrowawayPostgres | ExistingPostgres) -> Iterator[str]:
-    """A unique table name; the table and its rejects table are dropped after the test."""
+    """A unique table name; the table, its rejects table and its ledger are dropped after the test."""
     name = unique("it")
     yield name
     with postgres.connect(autocommit=True) as conn:
-        for suffix in ("", "_rejects"):
-            conn.execute(f'DROP TABLE IF EXISTS "{name}{suffix}"')
+        for suffix in ("", "_rejects", "_loads"):
+            conn.execute(f'DROP TABLE IF EXISTS "{name}{suffix}" CASCADE')

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from harness.dag_runs import load_dag, run_dag, task_states, xcom_values
+from harness.dag_runs import SUCCESS_STATES, load_dag, run_dag, task_states, xcom_values
 from harness.sample import gzip_bytes, jsonl_lines
 from provider_directory.documents import build_provider_document
 
@@ -90,9 +90,9 @@ def test_import_dag_runs_the_operator(
     run = run_dag(dag, dt.datetime(2026, 4, 1, 2, tzinfo=dt.UTC), {"bucket": env.bucket, "key": key, "table": table})
 
     assert str(run.state) == "success", task_states(run)
-    assert task_states(run) == {"validate": ["success"], "load": ["success"], "check_row_count": ["success"]}
-    # validate's table check and the operator's load both ran on the hook's (patched) driver
-    assert used == [(driver, driver)] * 2
+    assert task_states(run) == SUCCESS_STATES
+    # validate's table check, the operator's load and the check after commit all ran on the hook's (patched) driver
+    assert used == [(driver, driver)] * 3
     assert loaded_on == [driver]
 
     (stats,) = xcom_values(run, "load")
@@ -106,7 +106,7 @@ def test_import_dag_runs_the_operator(
     assert stats["bytes_read"] == len(data)
     assert isinstance(stats["seconds"], float)
     assert stats["seconds"] > 0
-    assert xcom_values(run, "check_row_count") == [{"objects": 1, "rows": RECORDS}]
+    assert xcom_values(run, "check_row_count") == [{"objects": 1, "skipped": 0, "rows": RECORDS}]
 
     (summary,) = env.execute(
         f"SELECT count(*), array_agg(DISTINCT batch_id), array_agg(DISTINCT source_etag), "
@@ -162,8 +162,8 @@ class TestOperatorDirectly:
     @pytest.mark.parametrize(
         ("arguments", "message"),
         [
-            ({"s3_key": "k.jsonl", "s3_prefix": "p/"}, "give exactly one of s3_key and s3_prefix"),
-            ({}, "give exactly one of s3_key and s3_prefix"),
+            ({"s3_key": "k.jsonl", "s3_prefix": "p/"}, "give exactly one of s3_key, s3_prefix and s3_keys"),
+            ({}, "give exactly one of s3_key, s3_prefix and s3_keys"),
             ({"s3_key": "k.jsonl", "mode": "upsert"}, "mode must be one of"),
             ({"s3_key": "k.jsonl", "load_options": {"segment_byte": 1}}, "load_options: "),
             ({"s3_key": "k.jsonl", "load_options": {"segment_bytes": 0}}, "segment_bytes must be a positive integer"),

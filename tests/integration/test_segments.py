@@ -36,7 +36,7 @@ def copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     original = PostgresSink.copy
 
-    def counting(self: PostgresSink, payloads: Iterable[bytes], layout: RowLayout) -> None:
+    def counting(self: PostgresSink, payloads: Iterable[bytes], layout: RowLayout, **options: Any) -> int:
         sizes.append(0)
 
         def counted() -> Iterator[bytes]:
@@ -44,7 +44,7 @@ def copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
                 sizes[-1] += binary_rows(payload) if layout.name == "binary" else payload.count(b"\n")
                 yield payload
 
-        original(self, counted(), layout)
+        return original(self, counted(), layout, **options)
 
     monkeypatch.setattr(PostgresSink, "copy", counting)
     return sizes

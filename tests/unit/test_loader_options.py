@@ -60,7 +60,7 @@ class TestLoadOptionsCheck:
             ({"format": "JSONL"}, "format must be one of auto, jsonl, csv; got 'JSONL'"),
             ({"compression": "bz2"}, "compression must be one of auto, none, gzip; got 'bz2'"),
             ({"compression": None}, "compression must be one of auto, none, gzip; got None"),
-            ({"mode": "upsert"}, "mode must be one of replace, append; got 'upsert'"),
+            ({"mode": "upsert"}, "mode must be one of replace, append, merge, snapshot; got 'upsert'"),
             ({"bucket": ""}, "s3_bucket and s3_key must not be empty"),
             ({"key": ""}, "s3_bucket and s3_key must not be empty"),
             ({"max_bad_rows": -1}, "max_bad_rows must be a non-negative integer, got -1"),

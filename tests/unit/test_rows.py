@@ -353,9 +353,9 @@ class TestFraming:
     def test_each_layout_frames_its_copy(self) -> None:
         text = TextRows([], with_line=False)
         binary = binary_rows({"document": "jsonb"}, {}, with_line=False)
-        assert (text.copy_options, text.header(), text.trailer()) == ("", b"", b"")
+        assert (text.copy_options, text.header(), text.trailer()) == ((), b"", b"")
         assert (binary.copy_options, binary.header(), binary.trailer()) == (
-            " (FORMAT binary)",
+            ("FORMAT binary",),
             BINARY_SIGNATURE,
             BINARY_TRAILER,
         )
