@@ -302,7 +302,7 @@ class ThrowawayPostgres(_DsnMixin, Service):
         setpriv = shutil.which("setpriv") if self._die_with_parent else None
         if setpriv:
             cmd = [setpriv, "--pdeathsig", "SIGQUIT", *cmd]
-        self._log_file = open(self.log_path, "wb")  # closed in stop()
+        self._log_file = open(self.log_path, "ab")  # closed in stop()
         self._proc = subprocess.Popen(
             cmd,
             stdout=self._log_file,
@@ -335,6 +335,21 @@ class ThrowawayPostgres(_DsnMixin, Service):
                 last_err = err
                 time.sleep(0.05)
         raise TimeoutError(f"postgres not ready after {timeout:.0f}s ({last_err}):\n{self.log_tail()}")
+
+    def restart(self) -> float:
+        """Fast-restart the server on the same port and data (every session is terminated); return seconds."""
+        t0 = time.monotonic()
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError("ThrowawayPostgres is not running")
+        proc.send_signal(signal.SIGINT)  # fast shutdown: terminates sessions, rolls back their transactions
+        proc.wait(timeout=STOP_TIMEOUT_S)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        self._launch()
+        self._wait_ready()
+        return time.monotonic() - t0
 
     def stop(self) -> None:
         """Fast-shutdown the server (SIGINT, SIGKILL after 10 s) and delete its files."""

@@ -40,7 +40,7 @@ COUNTS = (
 )
 """The row counts of a load the ledger keeps (the stats' names)."""
 _COLUMNS = (
-    ("batch_id", "text NOT NULL"),
+    ("batch_id", "text"),
     ("source_bucket", "text NOT NULL"),
     ("source_key", "text NOT NULL"),
     ("source_etag", "text"),

@@ -40,5 +40,5 @@ def table(postgres: ThrowawayPostgres | ExistingPostgres) -> Iterator[str]:
     name = unique("f")
     yield name
     with postgres.connect(autocommit=True) as conn:
-        for suffix in ("", "_rejects", "_ref"):
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name + suffix)))
+        for suffix in ("", "_rejects", "_ref", "_loads"):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(name + suffix)))
