@@ -182,6 +182,7 @@ with DAG(
         task_id="wait_for_objects",
         aws_conn_id=AWS_CONN_ID,
         default_key=DEFAULT_KEY_TEMPLATE,
+        param_names=list(PARAMS),
         retries=0,
         doc_md="Refuse unknown conf keys, render the key for the logical date, wait for the object(s).",
     )

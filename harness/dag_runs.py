@@ -40,14 +40,16 @@ def load_dag(dag_id: str, dags_folder: Path | None = None) -> Any:
     return _DAGS[dag_id]
 
 
-def run_dag(dag: Any, logical_date: dt.datetime | str, conf: dict[str, Any] | None = None) -> Any:
-    """Run ``dag`` once for ``logical_date`` (``YYYY-MM-DD`` means 02:00 UTC that day); return the DagRun."""
+def run_dag(dag: Any, logical_date: dt.datetime | str | None, conf: dict[str, Any] | None = None) -> Any:
+    """Run ``dag`` once for ``logical_date`` (``YYYY-MM-DD`` means 02:00 UTC that day; ``None``: a run without one)."""
     if isinstance(logical_date, str):
         logical_date = dt.datetime.fromisoformat(logical_date).replace(hour=2, tzinfo=dt.UTC)
     # dag.test() runs tasks in this process and writes the run's conf into the DAG's and the
     # tasks' params objects; restore them so that runs stay independent.
     saved = copy.deepcopy(dag.params), {task.task_id: copy.deepcopy(task.params) for task in dag.tasks}
     try:
+        if logical_date is None:
+            return dag.test(logical_date=None, run_after=dt.datetime.now(dt.UTC), run_conf=conf)
         return dag.test(logical_date=logical_date, run_conf=conf)
     finally:
         dag.params = saved[0]
@@ -66,6 +68,16 @@ def task_states(run: Any) -> dict[str, list[str]]:
         for ti in sorted(tis, key=lambda t: (t.task_id, t.map_index)):
             states.setdefault(ti.task_id, []).append(str(ti.state))
         return states
+
+
+def task_tries(run: Any, task_id: str) -> list[int]:
+    """The try numbers of ``task_id``'s task instances in ``run`` (one per map index)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id).all()
+        return [ti.try_number for ti in sorted(tis, key=lambda t: t.map_index)]
 
 
 def xcom_values(run: Any, task_id: str) -> list[Any]:

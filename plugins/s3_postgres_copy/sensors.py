@@ -98,11 +98,13 @@ class RunObjectsSensor(S3ObjectsSensor):
     come from the run's params; it returns the target for the next task.
 
     :param default_key: the key template when the ``key`` param is empty.
+    :param param_names: the params the DAG declares (a conf key that is none of them is refused).
     """
 
-    def __init__(self, *, default_key: str, **kwargs: Any) -> None:
+    def __init__(self, *, default_key: str, param_names: Sequence[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.default_key = default_key
+        self.param_names = tuple(param_names)
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Check the conf, resolve the target, wait for it."""
@@ -110,7 +112,8 @@ class RunObjectsSensor(S3ObjectsSensor):
 
         params = context["params"]
         dag_run = context.get("dag_run")
-        check_conf(getattr(dag_run, "conf", None), params.keys())
+        # Not params.keys(): Airflow adds the run's conf keys to the params, misspelt ones included.
+        check_conf(getattr(dag_run, "conf", None), self.param_names)
         target = resolve_target(params, lambda text: str(self.render_template(text, context)), self.default_key)
         self.bucket, self.key, self.prefix = target.bucket, target.key, target.prefix
         self.timeout = float(params["wait_timeout"])

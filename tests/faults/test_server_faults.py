@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from harness.airflow_env import conn_env_var, postgres_connection
-from harness.dag_runs import load_dag, run_dag, task_states
+from harness.dag_runs import load_dag, run_dag, task_states, task_tries
 from harness.postgres import ThrowawayPostgres
 from harness.sample import jsonl_bytes
 from s3_postgres_copy.exceptions import LockTimeoutError, ServerError, is_terminal
@@ -45,15 +45,6 @@ def fast_retry(dag: Any) -> Iterator[None]:
         yield
     finally:
         load.retries, load.retry_delay, load.retry_exponential_backoff = saved
-
-
-def _tries(run: Any, task_id: str) -> list[int]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        tis = session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id).all()
-        return [ti.try_number for ti in sorted(tis, key=lambda t: t.map_index)]
 
 
 def _during_copy(dsn: str, action: Callable[[int], object], *, after: int = 3000) -> threading.Thread:
@@ -147,7 +138,7 @@ def test_an_interrupted_copy_is_retried_and_loads_the_exact_rows(
         watcher.join(timeout=60)
     text = output.out + output.err
     assert str(run.state) == "success", (task_states(run), [line for line in text.splitlines() if "rror" in line])
-    assert _tries(run, "load") == [2]
+    assert task_tries(run, "load") == [2]
     assert cause in text
     assert "will be retried" in text
     assert "Bad record" not in text
@@ -217,7 +208,7 @@ class TestConfigurationErrorsFailOnTheFirstTry:
         run = run_dag(dag, "2026-05-02", {"bucket": bucket, "key": "dupes.csv", "table": unique("cfg")})
         assert str(run.state) == "failed"
         assert task_states(run)["load"] == ["failed"]
-        assert _tries(run, "load") == [1]  # retries=2, but no retry can fix the file
+        assert task_tries(run, "load") == [1]  # retries=2, but no retry can fix the file
         assert "the CSV header repeats column(s) 'npi'" in capfd.readouterr().out
 
 
