@@ -508,6 +508,7 @@ def run_standalone(
         try:
             t1 = time.monotonic()
             stop_standalone(proc)
+            banner_path.unlink(missing_ok=True)  # it describes a running instance; the log stays
             console.print(f"airflow standalone stopped in {time.monotonic() - t1:.1f} s")
         finally:
             signal.signal(signal.SIGINT, previous_int)

@@ -196,6 +196,8 @@ def test_make_airflow_prints_its_banner_once_and_cleans_up(demo_tmp: Path, tmp_p
             raise
     assert returncode == 0, terminal.read_text()[-3000:]
     assert "airflow standalone stopped" in terminal.read_text()
+    assert not (log_dir / "standalone-banner.txt").exists(), "the banner of a stopped instance is still there"
+    assert (log_dir / "standalone.log").exists()
     left = alive(tracked)
     assert not left, f"processes still alive after the demo stopped: {left}"
     assert not _leftovers(demo_tmp), f"left in the temp folder: {_leftovers(demo_tmp)}"
