@@ -13,7 +13,6 @@ import datetime as dt
 import io
 import json
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -35,9 +34,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 DAG_ID = "s3_to_postgres_import"
 RUN_TIMEOUT = 180.0
-# `make screenshots` sets E2E_SCREENSHOT_DIR=docs to refresh the committed pictures; tests alone keep the tree clean.
-SCREENSHOT_DIR = Path(os.environ.get("E2E_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="e2e-screenshots-"))
 SUCCESS_STATES = {"validate": ["success"], "load": ["success"], "check_row_count": ["success"]}
+
+
+@pytest.fixture(scope="module")
+def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`make screenshots` sets E2E_SCREENSHOT_DIR=docs to refresh the committed pictures; else pytest's temp folder."""
+    configured = os.environ.get("E2E_SCREENSHOT_DIR")
+    return Path(configured) if configured else tmp_path_factory.mktemp("e2e-screenshots")
 
 
 def _iso(day: dt.date, hour: int = 2) -> str:
@@ -208,8 +212,8 @@ def _manual_runs_for_table(stack: Standalone, table: str, timeout: float = 30.0)
     return runs
 
 
-def test_dag_page_screenshot(standalone: Standalone, page: Page) -> None:
-    path = SCREENSHOT_DIR / "dag-page.png"
+def test_dag_page_screenshot(standalone: Standalone, page: Page, screenshot_dir: Path) -> None:
+    path = screenshot_dir / "dag-page.png"
     t0 = time.monotonic()
     page.goto(f"{standalone.base_url}/dags/{DAG_ID}")
     # The SPA rendered the DAG (not a login page or an error): its id, its tasks and the Trigger button.
@@ -227,9 +231,9 @@ def test_dag_page_screenshot(standalone: Standalone, page: Page) -> None:
     assert "Login" not in dom
 
 
-def test_trigger_form_screenshot(standalone: Standalone, page: Page) -> None:
+def test_trigger_form_screenshot(standalone: Standalone, page: Page, screenshot_dir: Path) -> None:
     """The *Trigger* button opens the params form (a dialog: the UI has no URL of its own for it)."""
-    path = SCREENSHOT_DIR / "trigger-form.png"
+    path = screenshot_dir / "trigger-form.png"
     dialog = _open_trigger_form(page, standalone.base_url)
     page.screenshot(path=path)
     text = dialog.inner_text()
