@@ -122,9 +122,10 @@ def _demo(args: argparse.Namespace, home: Path, log_dir: Path, log_path: Path, c
             apply_env(airflow_connection_env(s3, pg))
             os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
             objects = _upload_samples(s3, day, args.records, args.csv_records)
+        seconds = time.monotonic() - t0
+        console.print(f"PostgreSQL {pg.host}:{pg.port} and S3 {s3.endpoint_url} are up ({seconds:.1f} s);")
         console.print(
-            f"PostgreSQL on {pg.host}:{pg.port} and S3 on {s3.endpoint_url}: up, with {args.records:,} "
-            f"JSON-lines and {args.csv_records:,} CSV records uploaded ({time.monotonic() - t0:.1f} s)"
+            f"{args.records:,} JSON-lines and {args.csv_records:,} CSV records uploaded to s3://{BUCKET}/imports/{day}/"
         )
         if args.standalone:
             from demo.standalone import run_standalone

@@ -174,8 +174,8 @@ class CopyProgress:
         self.interval = interval
         self.progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(bar_width=20),
-            TextColumn("{task.completed:>9,.0f}/{task.total:,.0f} rows"),
+            BarColumn(bar_width=12),
+            TextColumn("{task.completed:>9,.0f}/{task.total:,.0f}"),
             RateColumn(),
             EtaColumn(),
             console=console,
