@@ -33,7 +33,8 @@ test: lint browser
 test-fast: venv
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-## make demo: the DAG end to end on embedded defaults (throwaway PostgreSQL, local S3, sample data)
+## make demo: the DAG end to end on embedded defaults (throwaway PostgreSQL, local S3, sample data);
+## progress bars and a summary on the terminal, Airflow's own logs in logs/demo.log
 demo: venv
 	$(PY) -m demo $(DEMO_ARGS)
 
@@ -44,7 +45,8 @@ bench: venv
 bench-quick: venv
 	$(PY) -m bench --quick $(BENCH_ARGS)
 
-## make airflow: airflow standalone with the embedded defaults, UI on http://localhost:8080
+## make airflow: airflow standalone with the embedded defaults, UI on http://localhost:8080;
+## its components' logs in logs/standalone.log, the banner in logs/standalone-banner.txt
 airflow: venv
 	$(PY) -m demo --standalone $(DEMO_ARGS)
 

@@ -4,8 +4,15 @@
 standalone`` (it migrates the metadata DB, then runs api-server, scheduler, dag-processor and
 triggerer; the executor is the LocalExecutor, which works on the SQLite metadata DB of the
 demo's ``AIRFLOW_HOME`` because tasks talk to the execution API, not to the DB) in its own
-process group, prints how to use the UI, waits for Ctrl-C or SIGTERM, then stops it with
-everything it started. Start-up to a healthy API with the DAG parsed: 20-40 s on 2 cores.
+process group, prints how to use the UI and the CLI once (and writes that banner to a file),
+waits for Ctrl-C or SIGTERM, then stops it with everything it started. The components' own
+output goes to the log file the caller set up (``logs/standalone.log``), not to the terminal,
+so the banner stays in view. Start-up to a healthy API with the DAG parsed: 20-40 s on 2 cores.
+
+The Airflow home gets an ``airflow.cfg`` holding the settings below, so that
+``export AIRFLOW_HOME=<home>`` is all the ``airflow`` CLI needs to work on this instance (e.g.
+``airflow backfill create``); commands that run tasks in the CLI process (``airflow dags
+test``, ``airflow tasks test``) also need the ``AIRFLOW_CONN_*`` exports the banner prints.
 
 With the DAG unpaused at creation, the scheduler at once creates the latest nightly run
 (``catchup=False`` still runs the most recent schedule point); so the demo's sample is also
@@ -48,7 +55,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import requests
 
+from demo.progress import step
+
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from harness.postgres import PostgresServer
     from harness.s3 import LocalS3
 
@@ -61,6 +72,8 @@ DEFAULT_HOST = "127.0.0.1"
 HEALTH_PATH = "/api/v2/monitor/health"
 COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 STOP_TIMEOUT_S = 20.0
+LOG_NAME = "standalone.log"  # in the log folder: every component's output
+BANNER_NAME = "standalone-banner.txt"  # in the log folder: what the banner says
 
 
 class StandaloneError(RuntimeError):
@@ -82,6 +95,41 @@ def port_is_free(port: int, host: str = DEFAULT_HOST) -> bool:
         except OSError:
             return False
     return True
+
+
+def check_port(env: Mapping[str, str] | None = None) -> str | None:
+    """Why ``airflow standalone`` cannot take its port (``AIRFLOW__API__PORT``/``_HOST`` of ``env``), or ``None``."""
+    env = os.environ if env is None else env
+    port = int(env.get("AIRFLOW__API__PORT") or DEFAULT_PORT)
+    host = env.get("AIRFLOW__API__HOST") or DEFAULT_HOST
+    if port_is_free(port, host):
+        return None
+    return (
+        f"Port {port} on {host} is in use: stop what uses it or pick another port, "
+        f"e.g. AIRFLOW__API__PORT={port + 1} make airflow"
+    )
+
+
+def write_airflow_cfg(home: Path, env: Mapping[str, str]) -> Path:
+    """Write ``env``'s ``AIRFLOW__SECTION__KEY`` settings to ``home/airflow.cfg``; return its path.
+
+    Environment variables still win over the file: this only lets a shell that sets nothing
+    but ``AIRFLOW_HOME`` see the same instance (metadata DB, dags folder, API URL).
+    """
+    sections: dict[str, dict[str, str]] = {}
+    for name, value in sorted(env.items()):
+        parts = name.split("__")
+        if len(parts) != 3 or parts[0] != "AIRFLOW" or not parts[1] or not parts[2]:
+            continue
+        sections.setdefault(parts[1].lower(), {})[parts[2].lower()] = value.replace("%", "%%")
+    lines = ["# Written by demo/standalone.py for this throwaway instance; removed with it.\n"]
+    for section, values in sections.items():
+        lines.append(f"\n[{section}]\n")
+        lines.extend(f"{key} = {value}\n" for key, value in values.items())
+    path = home / "airflow.cfg"
+    path.write_text("".join(lines))
+    path.chmod(0o600)  # holds the JWT secret
+    return path
 
 
 def standalone_env(
@@ -353,8 +401,18 @@ def _ensure_todays_object(s3: LocalS3) -> str | None:
     return target
 
 
-def _banner(url: str, home: Path, pg: PostgresServer, s3: LocalS3, seconds: float) -> str:
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def _banner(url: str, home: Path, pg: PostgresServer, s3: LocalS3, seconds: float, log_dir: Path) -> str:
     objects = "\n".join(f"    s3://{BUCKET}/{key}  ({size / 1e6:.1f} MB)" for key, size in _bucket_listing(s3))
+    today = dt.datetime.now(dt.UTC).date()
+    yesterday = today - dt.timedelta(days=1)  # the demo's sample is yesterday's file
+    connections = " ".join(
+        f"{name}={_quote(value)}" for name, value in sorted(os.environ.items()) if name.startswith("AIRFLOW_CONN_")
+    )
+    airflow_bin = " ".join(airflow_command())
     return f"""
 ========================================================================
 Airflow standalone is up ({seconds:.0f} s): open {url}
@@ -367,8 +425,16 @@ Airflow standalone is up ({seconds:.0f} s): open {url}
   REST API:   {url}/api/v2 (no login: every user is admin), docs at {url}/docs
   PostgreSQL: psql "{pg.dsn}"  (table provider_directory)
   S3:         {s3.endpoint_url} (bucket {BUCKET}, access key {s3.access_key})
-  AIRFLOW_HOME={home}  (task logs under logs/)
-Press Ctrl-C to stop Airflow, PostgreSQL and S3.
+  CLI:        in another shell, with this virtualenv's airflow ({airflow_bin}):
+                export AIRFLOW_HOME={home}
+                airflow backfill create --dag-id {DAG_ID} --from-date {yesterday} --to-date {today}
+              (a run per date from --from-date up to, not including, --to-date; a date needs its
+              file under imports/<date>/). For airflow dags test and airflow tasks test, which
+              run tasks in the CLI process, also:
+                export {connections}
+  Logs:       Airflow's components: {log_dir / LOG_NAME}; task logs under {home}/logs
+  This text:  {log_dir / BANNER_NAME}
+Press Ctrl-C to stop Airflow, PostgreSQL and S3 (and remove {home}).
 ========================================================================
 """
 
@@ -377,26 +443,38 @@ class _Stop(Exception):
     """Raised from the SIGTERM handler to leave the wait loop."""
 
 
-def run_standalone(home: str | Path, pg: PostgresServer, s3: LocalS3, port: int | None = None) -> int:
+def run_standalone(
+    home: str | Path,
+    pg: PostgresServer,
+    s3: LocalS3,
+    port: int | None = None,
+    *,
+    log_dir: Path,
+    console: Console,
+) -> int:
     """Run ``airflow standalone`` until Ctrl-C/SIGTERM; return 0, or 1 if it failed or exited by itself.
 
     The Airflow home env and the ``AIRFLOW_CONN_*`` connections must already be in
-    ``os.environ``; the caller's context managers stop PostgreSQL and S3 afterwards.
+    ``os.environ``, and this process's stdout/stderr already go to ``log_dir/standalone.log``
+    (``airflow standalone`` inherits them); ``console`` is the terminal. The banner is printed
+    once and written to ``log_dir/standalone-banner.txt``. The caller's context managers stop
+    PostgreSQL and S3 afterwards.
     """
     home = Path(home)
     port = _default_port(port)
     env = standalone_env(port)
     host = env["AIRFLOW__API__HOST"]
-    if not port_is_free(port, host):
-        print(
-            f"Port {port} on {host} is in use: stop what uses it or pick another port, "
-            f"e.g. AIRFLOW__API__PORT=8081 make airflow",
-            file=sys.stderr,
-        )
+    problem = check_port(env)
+    if problem:
+        console.print(problem)
         return 1
+    write_airflow_cfg(home, env)
+    log_path, banner_path = log_dir / LOG_NAME, log_dir / BANNER_NAME
     copied = _ensure_todays_object(s3)
     if copied:
-        print(f"Copied the JSON-lines sample to s3://{BUCKET}/{copied} (the key a run triggered today defaults to)")
+        console.print(
+            f"Copied the JSON-lines sample to s3://{BUCKET}/{copied} (the default key of a run triggered today)"
+        )
     url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"  # noqa: S104
     client_url = f"http://127.0.0.1:{port}" if host in ("127.0.0.1", "0.0.0.0") else url  # noqa: S104
 
@@ -405,22 +483,24 @@ def run_standalone(home: str | Path, pg: PostgresServer, s3: LocalS3, port: int 
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     t0 = time.monotonic()
-    print(f"Starting airflow standalone (AIRFLOW_HOME={home}, port {port}); this takes 30-60 s ...", flush=True)
     proc = start_standalone(env)
     code = 0
     try:
         try:
-            wait_for_api(client_url, timeout=300, proc=proc)
-            wait_for_dag(client_url, proc=proc, timeout=180)
+            with step(console, f"Starting airflow standalone on port {port} (30-60 s; its output: {log_path}) ..."):
+                wait_for_api(client_url, timeout=300, proc=proc)
+                wait_for_dag(client_url, proc=proc, timeout=180)
         except (StandaloneError, TimeoutError) as err:
-            print(f"airflow standalone failed to start: {err}", file=sys.stderr)
+            console.print(f"airflow standalone failed to start: {err}; its output is in {log_path}")
             return 1
-        print(_banner(url, home, pg, s3, time.monotonic() - t0), flush=True)
+        banner = _banner(url, home, pg, s3, time.monotonic() - t0, log_dir)
+        banner_path.write_text(banner.lstrip("\n"))
+        console.print(banner, soft_wrap=True, markup=False)
         returncode = proc.wait()
-        print(f"airflow standalone exited by itself with code {returncode}", file=sys.stderr)
+        console.print(f"airflow standalone exited by itself with code {returncode}; see {log_path}")
         code = 1
     except (KeyboardInterrupt, _Stop):
-        print("\nStopping airflow standalone ...", flush=True)
+        console.print("\nStopping airflow standalone ...")
     finally:
         # A second Ctrl-C must not cut the (bounded: at most ~30 s) stop short and orphan processes.
         previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -428,7 +508,8 @@ def run_standalone(home: str | Path, pg: PostgresServer, s3: LocalS3, port: int 
         try:
             t1 = time.monotonic()
             stop_standalone(proc)
-            print(f"airflow standalone stopped in {time.monotonic() - t1:.1f} s", flush=True)
+            banner_path.unlink(missing_ok=True)  # it describes a running instance; the log stays
+            console.print(f"airflow standalone stopped in {time.monotonic() - t1:.1f} s")
         finally:
             signal.signal(signal.SIGINT, previous_int)
             signal.signal(signal.SIGTERM, previous)

@@ -17,8 +17,10 @@ S3Client = Any  # boto3 ships no stubs here; keep the alias for readability
 log = logging.getLogger(__name__)
 
 AWS_REGION = "us-east-1"
-AWS_ACCESS_KEY_ID = "testing"
-AWS_SECRET_ACCESS_KEY = "testing"
+# Dummy credentials (moto accepts any). Long and unlike any word, so Airflow's secrets masker
+# (which replaces every occurrence of a connection's password in log lines) masks only them.
+AWS_ACCESS_KEY_ID = "AKIALOCALS3HARNESS00"
+AWS_SECRET_ACCESS_KEY = "local-s3-harness-secret-key-not-a-credential"
 
 
 def client_config() -> Config:

@@ -217,11 +217,11 @@ class TestRuns:
         assert rows == [(f"imports/{day}/providers.jsonl.gz", 10 * n) for n, day in enumerate(dates, 1)]
 
     def test_backfill_cli_plans_one_run_per_date(self, airflow_env: Any) -> None:
-        from harness.dag_runs import REPO_ROOT
+        from demo.standalone import airflow_command
 
         out = subprocess.run(
             [
-                str(REPO_ROOT / ".venv/bin/airflow"),
+                *airflow_command(),  # this interpreter's environment's CLI (the repo's .venv or another one)
                 "backfill",
                 "create",
                 "--dag-id",

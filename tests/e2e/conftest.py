@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import Popen
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -30,7 +31,10 @@ from harness.postgres import ThrowawayPostgres, find_free_port
 from harness.s3 import LocalS3
 from harness.sample import gzip_bytes, jsonl_bytes
 
-from .support import ApiClient
+from .support import VIEWPORT, ApiClient, launch_chromium
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 BUCKET = "imports"
 RECORDS = 300
@@ -123,3 +127,27 @@ def _stop_and_check(proc: Popen[bytes]) -> None:
     _timing(f"standalone_stop ({len(started)} processes)", time.monotonic() - t0)
     left = alive({**started, **standalone_processes(proc)})
     assert not left, f"processes of airflow standalone still alive after stop: {left}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (Debian's ``/usr/bin/chromium``) under Playwright, for the module's UI tests."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser context (no cookies, no storage) and page, 1400x900, for one test."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(60_000)  # a 2-core machine under load: the SPA may take a while to render
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

@@ -1,26 +1,25 @@
-"""Helpers for the end-to-end tests: a small REST API v2 client, headless Chromium, PNG checks."""
+"""Helpers for the end-to-end tests: a small REST API v2 client, headless Chromium (Playwright), PNG checks."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
 import shutil
-import signal
 import struct
-import subprocess
-import tempfile
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Playwright, ViewportSize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TERMINAL_STATES = {"success", "failed"}
@@ -107,21 +106,21 @@ class ApiClient:
         return "<task states unavailable>"
 
 
-# -- headless Chromium --------------------------------------------------------------------------
+# -- headless Chromium through Playwright ---------------------------------------------------------
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CHROMIUM_FLAGS = (
-    "--headless",
+# Debian's chromium as root in a sandbox without a GPU or a network beyond the loopback.
+CHROMIUM_ARGS = (
     "--no-sandbox",
     "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
     "--disable-dev-shm-usage",
-    "--window-size=1400,900",
 )
+VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
 
 
 def find_chromium() -> str:
@@ -131,139 +130,15 @@ def find_chromium() -> str:
         if found:
             return found
     pytest.fail(
-        "headless Chromium is required for the UI screenshot tests but was not found: install Debian's "
-        "package with `apt-get install -y chromium` (it provides /usr/bin/chromium)",
+        "headless Chromium is required for the UI tests but was not found: install Debian's package with "
+        "`make browser` (apt-get install -y chromium, which provides /usr/bin/chromium)",
         pytrace=False,
     )
 
 
-def chromium_screenshot(url: str, path: Path, *, budget_ms: int = 15000, timeout: float = 120.0) -> str:
-    """Screenshot ``url`` into ``path`` with ``--screenshot``; return the DOM after JS (``--dump-dom``)."""
-    chromium = find_chromium()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
-        common = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}"]
-        shot = subprocess.run(
-            [*common, f"--screenshot={path}", url], capture_output=True, text=True, timeout=timeout, check=False
-        )
-        assert shot.returncode == 0, f"chromium --screenshot failed: {shot.stderr[-3000:]}"
-        assert path.exists(), f"chromium wrote no screenshot: {shot.stderr[-3000:]}"
-    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
-        common = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}"]
-        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=timeout, check=False)
-        assert dom.returncode == 0, f"chromium --dump-dom failed: {dom.stderr[-3000:]}"
-    return dom.stdout
-
-
-@dataclass
-class DevToolsPage:
-    """One page of a headless Chromium driven over the DevTools protocol (``websockets`` sync client)."""
-
-    ws: Any
-    next_id: int = 0
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-    def call(self, method: str, timeout: float = 30.0, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        call_id = self.next_id
-        self.ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
-        deadline = time.monotonic() + timeout
-        while True:
-            message = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if message.get("id") == call_id:
-                assert "error" not in message, f"DevTools {method}: {message['error']}"
-                return dict(message.get("result", {}))
-            self.events.append(message)
-
-    def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        assert "exceptionDetails" not in result, f"JS error in {expression!r}: {result['exceptionDetails']}"
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 60.0, what: str = "") -> Any:
-        deadline = time.monotonic() + timeout
-        value = None
-        while time.monotonic() < deadline:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            time.sleep(0.5)
-        text = self.evaluate("document.body ? document.body.innerText.slice(0, 2000) : ''")
-        raise TimeoutError(f"page never showed {what or expression!r} within {timeout:.0f}s; page text: {text!r}")
-
-    def screenshot(self, path: Path) -> None:
-        data = self.call("Page.captureScreenshot", format="png")["data"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data))
-
-
-@contextlib.contextmanager
-def devtools_page(url: str, timeout: float = 30.0) -> Iterator[DevToolsPage]:
-    """Start headless Chromium with remote debugging on ``url``; yield its page; stop the browser."""
-    from websockets.sync.client import connect
-
-    chromium = find_chromium()
-    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
-        proc = subprocess.Popen(
-            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", url],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            port_file = Path(profile) / "DevToolsActivePort"
-            deadline = time.monotonic() + timeout
-            while not port_file.exists() or not port_file.read_text().strip():
-                assert proc.poll() is None, (
-                    f"chromium exited: {proc.stderr.read().decode()[-3000:] if proc.stderr else ''}"
-                )
-                assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-                time.sleep(0.2)
-            port = int(port_file.read_text().split()[0])
-            pages: list[dict[str, Any]] = []
-            while not pages:
-                pages = [
-                    t
-                    for t in requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
-                    if t["type"] == "page"
-                ]
-                assert time.monotonic() < deadline, "chromium shows no page"
-                time.sleep(0.2)
-            with connect(pages[0]["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=timeout) as ws:
-                page = DevToolsPage(ws)
-                page.call("Page.enable")
-                page.call("Runtime.enable")
-                # --window-size includes the (invisible) browser chrome: pin the viewport itself.
-                page.call(
-                    "Emulation.setDeviceMetricsOverride", width=1400, height=900, deviceScaleFactor=1, mobile=False
-                )
-                yield page
-        finally:
-            # The browser's helper processes (zygote, renderer, ...) share its new session's group.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            deadline = time.monotonic() + 10
-            while _group_alive(proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if proc.stderr is not None:
-                proc.stderr.close()
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a non-zombie process of group ``pgid`` is left."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+def launch_chromium(playwright: Playwright) -> Browser:
+    """The machine's Chromium, headless, driven by Playwright (no browser download: ``executable_path``)."""
+    return playwright.chromium.launch(executable_path=find_chromium(), headless=True, args=list(CHROMIUM_ARGS))
 
 
 # -- PNG --------------------------------------------------------------------------------------

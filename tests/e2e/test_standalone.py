@@ -1,4 +1,6 @@
-"""The DAG through a real ``airflow standalone``: REST API v2 runs, a backfill, and the UI in headless Chromium.
+"""The DAG through a real ``airflow standalone``: REST API v2 runs, a backfill, and the UI in a real browser.
+
+The browser is Debian's headless Chromium driven by Playwright (``browser``/``page`` fixtures).
 
 The ``standalone`` fixture (conftest) starts a throwaway PostgreSQL, a local S3 with one sample
 file per date, and ``airflow standalone`` on a free port; all of it is stopped after the module.
@@ -6,27 +8,40 @@ file per date, and ``airflow standalone`` on a free port; all of it is stopped a
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 import os
-import tempfile
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
+from playwright.sync_api import expect
 
-from .conftest import BACKFILL_DATES, MANUAL_DATE, NIGHTLY_DATES, Standalone, _timing, object_key
-from .support import DevToolsPage, assert_not_blank, chromium_screenshot, devtools_page
+from harness.sample import csv_bytes
+
+from .conftest import BACKFILL_DATES, BUCKET, MANUAL_DATE, NIGHTLY_DATES, Standalone, _timing, object_key
+from .support import assert_not_blank
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 DAG_ID = "s3_to_postgres_import"
 RUN_TIMEOUT = 180.0
-# `make screenshots` sets E2E_SCREENSHOT_DIR=docs to refresh the committed pictures; tests alone keep the tree clean.
-SCREENSHOT_DIR = Path(os.environ.get("E2E_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="e2e-screenshots-"))
 from harness.dag_runs import SUCCESS_STATES  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`make screenshots` sets E2E_SCREENSHOT_DIR=docs to refresh the committed pictures; else pytest's temp folder."""
+    configured = os.environ.get("E2E_SCREENSHOT_DIR")
+    return Path(configured) if configured else tmp_path_factory.mktemp("e2e-screenshots")
 
 
 def _iso(day: dt.date, hour: int = 2) -> str:
@@ -165,80 +180,82 @@ def test_backfill_two_dates(standalone: Standalone) -> None:
         time.sleep(2)
 
 
-# -- the UI in headless Chromium (after the runs, so the page shows them) ----------------------
+# -- the UI in headless Chromium, driven by Playwright (after the runs, so the page shows them) --
 
 
-def test_dag_page_screenshot(standalone: Standalone) -> None:
-    path = SCREENSHOT_DIR / "dag-page.png"
+def _open_trigger_form(page: Page, base_url: str) -> Locator:
+    """Open the DAG page, press its *Trigger* button, wait for the params form; return the dialog."""
+    page.goto(f"{base_url}/dags/{DAG_ID}")
+    page.get_by_test_id("trigger-dag-button").click()
+    dialog = page.get_by_role("dialog").filter(has_text="Run Parameters")
+    dialog.get_by_text("S3 bucket").wait_for()
+    expect(page.get_by_test_id("trigger-dag-submit")).to_be_visible()
+    page.wait_for_timeout(1000)  # the dialog's open animation, and the form's first validation
+    return dialog
+
+
+def _select(page: Page, param: str, option: str) -> None:
+    """Pick ``option`` in the drop-down of enum param ``param``."""
+    page.locator(f"#element_{param} [role=combobox]").click()
+    page.get_by_role("option", name=option, exact=True).click()
+    expect(page.locator(f"input[name=element_{param}]")).to_have_value(option)
+
+
+def _manual_runs_for_table(stack: Standalone, table: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The manual runs whose conf names ``table`` (waits until there is one)."""
+    deadline = time.monotonic() + timeout
+    runs: list[dict[str, Any]] = []
+    while not runs and time.monotonic() < deadline:
+        manual = stack.api.get(f"/dags/{DAG_ID}/dagRuns", params={"run_type": "manual"})["dag_runs"]
+        runs = [run for run in manual if (run.get("conf") or {}).get("table") == table]
+        time.sleep(0.5)
+    return runs
+
+
+def test_dag_page_screenshot(standalone: Standalone, page: Page, screenshot_dir: Path) -> None:
+    path = screenshot_dir / "dag-page.png"
     t0 = time.monotonic()
-    dom = chromium_screenshot(f"{standalone.base_url}/dags/{DAG_ID}", path)
-    _timing("chromium screenshot + DOM", time.monotonic() - t0)
+    page.goto(f"{standalone.base_url}/dags/{DAG_ID}")
+    # The SPA rendered the DAG (not a login page or an error): its id, its tasks and the Trigger button.
+    expect(page.get_by_test_id("trigger-dag-button")).to_be_visible()
+    for text in (DAG_ID, "validate", "check_row_count"):
+        expect(page.get_by_text(text, exact=True).first).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=path)
+    _timing("DAG page in the browser + screenshot", time.monotonic() - t0)
     stats = assert_not_blank(path)
-    # The SPA rendered the DAG (not a login page or an error): its id and its tasks are on the page.
+    dom = page.content()
     for text in (DAG_ID, "validate", "load", "check_row_count", "Trigger"):
-        assert text in dom, f"{text!r} not in the rendered DAG page ({stats}); DOM starts: {dom[:1500]!r}"
+        assert text in dom, f"{text!r} not in the rendered DAG page ({stats})"
     assert "Sign in" not in dom
     assert "Login" not in dom
 
 
-TRIGGER_BUTTON = "document.querySelector('[data-testid=\"trigger-dag-button\"]')"
-SUBMIT_BUTTON = "document.querySelector('[data-testid=\"trigger-dag-submit\"]')"
-FORM_TEXT = (
-    "Array.from(document.querySelectorAll('[role=dialog]'))"
-    ".map(e => e.innerText).filter(t => t.includes('Run Parameters') && t.includes('S3 bucket'))[0] || ''"
-)
-
-
-def _open_trigger_form(page: DevToolsPage) -> str:
-    """Click the DAG page's *Trigger* button; wait for the params form; return the dialog's text."""
-    page.wait_for(f"{TRIGGER_BUTTON} !== null", what="the Trigger button")
-    page.evaluate(f"{TRIGGER_BUTTON}.click()")
-    page.wait_for(FORM_TEXT, what="the trigger dialog with its params form")
-    page.wait_for(f"{SUBMIT_BUTTON} !== null", what="the dialog's Trigger button")
-    time.sleep(1.0)  # the dialog's open animation, and the form's validation
-    return str(page.evaluate(FORM_TEXT))
-
-
-def _fill(page: DevToolsPage, element_id: str, value: str) -> None:
-    """Type ``value`` into a React-controlled input (native setter + input event)."""
-    page.evaluate(
-        f"""(() => {{ const el = document.getElementById({json.dumps(element_id)});
-        const set = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
-        set.call(el, {json.dumps(value)}); el.dispatchEvent(new Event('input', {{bubbles: true}})); }})()"""
-    )
-
-
-def test_trigger_form_screenshot(standalone: Standalone) -> None:
+def test_trigger_form_screenshot(standalone: Standalone, page: Page, screenshot_dir: Path) -> None:
     """The *Trigger* button opens the params form (a dialog: the UI has no URL of its own for it)."""
-    path = SCREENSHOT_DIR / "trigger-form.png"
-    with devtools_page(f"{standalone.base_url}/dags/{DAG_ID}") as page:
-        text = _open_trigger_form(page)
-        page.screenshot(path)
+    path = screenshot_dir / "trigger-form.png"
+    dialog = _open_trigger_form(page, standalone.base_url)
+    page.screenshot(path=path)
+    text = dialog.inner_text()
     for title in ("S3 bucket", "Object key", "Prefix (optional)", "Target table", "Format", "Mode", "Max bad rows"):
         assert title in text, f"{title!r} not in the trigger form: {text[:2000]!r}"
     assert_not_blank(path)
 
 
-def test_trigger_form_defaults_are_valid(standalone: Standalone) -> None:
+def test_trigger_form_defaults_are_valid(standalone: Standalone, page: Page) -> None:
     """Every param's default passes the form's validation (an empty *required* field would disable Trigger)."""
-    with devtools_page(f"{standalone.base_url}/dags/{DAG_ID}") as page:
-        _open_trigger_form(page)
-        assert page.evaluate(f"{SUBMIT_BUTTON}.disabled") is False, "Trigger is disabled with the form's defaults"
+    _open_trigger_form(page, standalone.base_url)
+    expect(page.get_by_test_id("trigger-dag-submit")).to_be_enabled()
 
 
-def test_trigger_through_the_form(standalone: Standalone) -> None:
-    """Press Trigger in the browser with the form's defaults but another table: the run loads the date's file."""
-    with devtools_page(f"{standalone.base_url}/dags/{DAG_ID}") as page:
-        _open_trigger_form(page)
-        _fill(page, "element_table", "e2e_form")
-        page.wait_for(f"{SUBMIT_BUTTON}.disabled === false", what="an enabled Trigger button")
-        page.evaluate(f"{SUBMIT_BUTTON}.click()")
-        deadline = time.monotonic() + 30
-        runs: list[dict[str, Any]] = []
-        while not runs and time.monotonic() < deadline:
-            manual = standalone.api.get(f"/dags/{DAG_ID}/dagRuns", params={"run_type": "manual"})["dag_runs"]
-            runs = [run for run in manual if (run.get("conf") or {}).get("table") == "e2e_form"]
-            time.sleep(0.5)
+def test_trigger_through_the_form(standalone: Standalone, page: Page) -> None:
+    """Press Trigger with the form's defaults but another table: the run loads the date's file."""
+    _open_trigger_form(page, standalone.base_url)
+    page.locator("#element_table").fill("e2e_form")
+    submit = page.get_by_test_id("trigger-dag-submit")
+    expect(submit).to_be_enabled()
+    submit.click()
+    runs = _manual_runs_for_table(standalone, "e2e_form")
     assert len(runs) == 1, "pressing Trigger in the form created no run (or several)"
     run = standalone.api.wait_for_run(DAG_ID, runs[0]["dag_run_id"], timeout=RUN_TIMEOUT)
     assert run["state"] == "success", standalone.api.describe(DAG_ID, run["dag_run_id"])
@@ -246,3 +263,76 @@ def test_trigger_through_the_form(standalone: Standalone) -> None:
     day = dt.datetime.fromisoformat(run["logical_date"]).date()
     assert day in NIGHTLY_DATES
     _assert_loaded(standalone, "e2e_form", object_key(day), run["dag_run_id"])
+
+
+def _record_starts(data: bytes) -> list[int]:
+    """The physical line each CSV record starts on (the header is line 1)."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+    next(reader)
+    starts, line = [], reader.line_num
+    for _ in reader:
+        starts.append(line + 1)
+        line = reader.line_num
+    return starts
+
+
+def test_form_loads_a_csv_object_exactly(standalone: Standalone, page: Page) -> None:
+    """Fill the form as a user would (key of a CSV object, format csv, a new table), submit, check every row."""
+    from provider_directory.documents import build_provider_document
+
+    records = 57
+    key = f"uploads/e2e form/providers-{uuid.uuid4().hex[:8]}.data"  # a suffix that says nothing: format csv decides
+    data = csv_bytes(records, seed=42)
+    standalone.s3.put_object(BUCKET, key, data)
+    table = "e2e_form_csv"
+
+    _open_trigger_form(page, standalone.base_url)
+    page.locator("#element_key").fill(key)
+    _select(page, "format", "csv")
+    page.locator("#element_table").fill(table)
+    submit = page.get_by_test_id("trigger-dag-submit")
+    expect(submit).to_be_enabled()
+    submit.click()
+    page.get_by_role("dialog").filter(has_text="Run Parameters").wait_for(state="hidden")  # the form closed
+
+    runs = _manual_runs_for_table(standalone, table)
+    assert len(runs) == 1, f"the form created {len(runs)} runs for table {table}"
+    run_id = runs[0]["dag_run_id"]
+    assert runs[0]["conf"]["key"] == key
+    assert runs[0]["conf"]["format"] == "csv"
+    run = standalone.api.wait_for_run(DAG_ID, run_id, timeout=RUN_TIMEOUT)
+    assert run["state"] == "success", standalone.api.describe(DAG_ID, run_id)
+    assert standalone.api.task_states(DAG_ID, run_id) == SUCCESS_STATES
+
+    with standalone.pg.connect() as conn:
+        rows = conn.execute(
+            f"SELECT source_line, document::text, source_key, batch_id FROM {table} ORDER BY source_line"  # noqa: S608
+        ).fetchall()
+    expected = [build_provider_document(record) for record in csv.DictReader(io.StringIO(data.decode("utf-8")))]
+    assert len(expected) == records
+    assert [line for line, _, _, _ in rows] == _record_starts(data)
+    assert [json.loads(document) for _, document, _, _ in rows] == json.loads(json.dumps(expected))
+    assert {(source_key, batch_id) for _, _, source_key, batch_id in rows} == {(key, run_id)}
+
+
+def test_form_never_starts_a_run_with_a_fractional_max_bad_rows(standalone: Standalone, page: Page) -> None:
+    """``max_bad_rows`` = 2.5 never becomes a run: the form refuses it, or the API does and the dialog says why.
+
+    Today (``type: integer``) the form's number field takes 2.5 and sends it; the server's
+    JSON-schema check refuses the run (400) and the dialog shows that message. A form-side
+    refusal (the Trigger button disabled) passes this test too.
+    """
+    table = "e2e_form_fraction"
+    _open_trigger_form(page, standalone.base_url)
+    page.locator("#element_table").fill(table)
+    field = page.locator("input[name=element_max_bad_rows]")
+    field.fill("2.5")
+    field.blur()
+    submit = page.get_by_test_id("trigger-dag-submit")
+    page.wait_for_timeout(500)
+    if submit.is_enabled():
+        with page.expect_response(lambda r: r.request.method == "POST" and "/dagRuns" in r.url) as answer:
+            submit.click()
+        assert answer.value.status == 400, answer.value.text()
+        expect(page.get_by_role("dialog").get_by_text("max_bad_rows", exact=False).first).to_be_visible()
+    assert not _manual_runs_for_table(standalone, table, timeout=3), "a run was created with max_bad_rows=2.5"

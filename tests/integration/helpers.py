@@ -7,7 +7,7 @@ from pathlib import Path
 from harness.loads import LoadEnv, exact, unique
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
+TESTDATA = REPO_ROOT / "tests" / "data"  # the vendored public suites: see tests/data/README.md
 DRIVERS = ("psycopg", "psycopg2")
 # No proxy here, so nothing stalls on purpose; a loaded machine may still be slow.
 TIMEOUT = (10.0, 60.0)
