@@ -94,19 +94,33 @@ def schema_validator(schema: Mapping[str, Any] | None) -> Validator | None:
     """A function raising ``ValueError`` with the first violation of a JSON Schema, or None."""
     if schema is None:
         return None
-    import jsonschema  # only needed when a schema is given
+    return SchemaValidator(schema)
 
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(dict(schema))
-    validator = cls(schema)
 
-    def validate(document: Mapping[str, Any]) -> None:
-        error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+class SchemaValidator:
+    """Raise ``ValueError`` with the first violation of a JSON Schema (a :data:`Validator`).
+
+    Pickled as its schema (a spawned transform worker builds its own validator).
+    """
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        import jsonschema  # only needed when a schema is given
+
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(dict(schema))
+        self.schema = schema
+        self._validator = cls(schema)
+        self._best_match = jsonschema.exceptions.best_match
+
+    def __call__(self, document: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` naming the first violation, if there is one."""
+        error = self._best_match(self._validator.iter_errors(document))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(document)"
             raise ValueError(f"schema violation at {where}: {error.message}")
 
-    return validate
+    def __reduce__(self) -> tuple[Any, ...]:
+        return SchemaValidator, (self.schema,)
 
 
 def describe_non_object(raw: bytes) -> str:
