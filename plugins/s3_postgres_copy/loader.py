@@ -21,6 +21,7 @@ from s3_postgres_copy.encoders import encoder_for
 from s3_postgres_copy.exceptions import BadRecordError, ConfigurationError, LoadError, TooManyBadRecordsError
 from s3_postgres_copy.formats import SNIFF_BYTES, detect_format
 from s3_postgres_copy.options import LoadOptions, PreparedLoad
+from s3_postgres_copy.pipeline import encoded_blocks
 from s3_postgres_copy.records import LineTooLongError, line_blocks
 from s3_postgres_copy.rows import RowLayout, choose_layout
 from s3_postgres_copy.segments import Segment, Segments
@@ -56,14 +57,19 @@ class _Load:
 
     # -- stages --------------------------------------------------------------------------
     def blocks(self, layout: RowLayout) -> Iterator[EncodedBlock]:
-        """The object's encoded blocks: decompressed, its format detected, cut into lines, encoded."""
+        """The object's encoded blocks: decompressed, its format detected, cut into lines, encoded.
+
+        The record path (a transform or a schema) is encoded by ``transform_workers`` processes, in order
+        (:mod:`~s3_postgres_copy.pipeline`); they start at the first block, before any thread of the load.
+        """
         options, stats = self.options, self.stats
         stats.compression, chunks = decompressed(self.source.chunks(), options.compression, options.location)
         # Tiny chunks (one per gzip member, say) are joined into reads' sizes: per-block work stays amortised.
         head, chunks = peek(self._counted(coalesce(chunks, self.source.chunk_size)), SNIFF_BYTES)
         stats.format = detect_format(options.key, head, options.format, delimiter=options.csv_delimiter)
         encoder = encoder_for(stats.format, layout, self.plan.transform, self.plan.validate, options)
-        return encoder.encode(line_blocks(chunks, options.max_line_bytes))
+        lines = line_blocks(chunks, options.max_line_bytes)
+        return encoded_blocks(encoder, lines, options.transform_workers, location=options.location, stats=stats)
 
     def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:

@@ -61,6 +61,9 @@ class S3ToPostgresCopyOperator(BaseOperator):
     :param progress_interval: seconds between progress log lines.
     :param copy_format: ``"auto"`` sends binary COPY rows (faster for the server) in strict mode when the
         columns' types allow, text rows otherwise; ``"text"``; ``"binary"`` (fails if it cannot).
+    :param transform_workers: processes that run the transform (and schema) for blocks of records, in order;
+        ``0`` or ``1`` runs it in the task's process; ``None`` (default): the CPUs the task may use, at most 8.
+        Lines loaded without a transform or schema never use them.
     :param load_options: any other :class:`~s3_postgres_copy.options.LoadOptions` field, e.g.
         ``{"segment_bytes": 8 << 20, "raw_limit": 2000, "max_line_bytes": 1 << 20}``.
     """
@@ -88,6 +91,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
         create_table: bool = True,
         csv_delimiter: str = ",",
         copy_format: CopyFormat = "auto",
+        transform_workers: int | None = None,
         load_options: Mapping[str, Any] | None = None,
         batch_id: str | None = None,
         url_expires_in: int = 3600,
@@ -120,6 +124,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
             "create_table": create_table,
             "csv_delimiter": csv_delimiter,
             "copy_format": copy_format,
+            "transform_workers": transform_workers,
         }
         self.url_expires_in = url_expires_in
         self.verify = verify

@@ -49,6 +49,9 @@ class LoadOptions:
     """COPY rows: ``binary`` is faster for the server; ``auto`` uses it in strict mode when the column
     types allow (jsonb/json/text document, text/varchar metadata, timestamptz/timestamp ``loaded_at``,
     bigint ``source_line``) and text rows otherwise; tolerant mode always sends text rows."""
+    transform_workers: int | None = None
+    """Processes that run the record path (transform, schema) for blocks of records, in order; ``0``/``1``:
+    in the load's process; ``None``: the CPUs the process may use, at most 8 (see ``pipeline``)."""
 
     @property
     def location(self) -> str:
@@ -86,6 +89,8 @@ class LoadOptions:
             raise ValueError("s3_bucket and s3_key must not be empty")
         for name, minimum in (("max_bad_rows", 0), ("raw_limit", 0), ("segment_bytes", 1), ("max_line_bytes", 1)):
             _integer(name, getattr(self, name), minimum)
+        if self.transform_workers is not None:
+            _integer("transform_workers", self.transform_workers, 0)
         ratio = self.max_bad_ratio
         if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1):
             raise ValueError(f"max_bad_ratio must be a number between 0 and 1, got {ratio!r}")
