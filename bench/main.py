@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                     cores=os.cpu_count() or 1,
                     default_workers=default_transform_workers(),
                     log=log,
+                    dag=args.dag,
                 )
             if args.profile:
                 from bench.profiling import profile

@@ -16,7 +16,9 @@ on the same gzip object (the DAG's case):
   (stdlib ``json`` and ``simplejson``), next to the operator at the default ``transform_workers``
   in the same round: the rows/s ratio;
 * **memory**: the API transform at the default ``transform_workers`` on a smaller object, against
-  the main runs (the load's process and its largest worker).
+  the main runs (the load's process and its largest worker);
+* **the shipped DAG** (``dag=True``): one run of ``s3_to_postgres_import`` on the same gzip object
+  (its ``load`` task: the API transform, the default ``transform_workers``), rows/s from the XCom.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def record_path(
     cores: int,
     default_workers: int,
     log: Callable[[str], None],
+    dag: bool = False,
 ) -> dict[str, Any]:
     """Run the section; return its measurements (``bench.report.record_path_summary`` reads them)."""
     counts = worker_counts(cores)
@@ -162,6 +165,15 @@ def record_path(
                 f"  memory: {small.records:,} records, transform_workers={default_workers}: peak "
                 f"{run['peak_rss_mb']:.0f} MB (largest worker {run['workers_peak_rss_mb'] or 0:.0f} MB)"
             )
+    if dag:
+        log(f"record path: DAG run of {contenders.DAG_ID} on {data.records:,} gzip records (API transform)")
+        run = contenders.dag_run(ctx, data)
+        load = run.get("load") or {}
+        section["dag"] = {"records": data.records, **run}
+        log(
+            f"  load task {load.get('seconds', float('nan')):.2f} s, transform_workers={load.get('transform_workers')} "
+            f"({load.get('workers_start_method')}); whole DAG run {run['dag_run_seconds']:.1f} s"
+        )
     section["machine_cores"] = cores
     section["alone_median_seconds"] = {
         name: statistics.median(r["seconds"] for r in entry["alone"]) for name, entry in section["transforms"].items()

@@ -17,6 +17,8 @@ TARGET_RECORD_PATH = {1: 1.0, 2: 1.3}
 """``(limit + transform alone) / operator`` at these ``transform_workers`` (#14)."""
 TARGET_RECORD_SPEEDUP = 2.0
 """The API transform's load at the default ``transform_workers`` against the record path before #14, rows/s."""
+BEFORE_DAG_ROWS_PER_S = 22_010
+"""The DAG load task's rows/s before #14: ``make bench`` of 2026-11-28 21:16 (200k gzip records, the API transform)."""
 
 
 def median(values: list[float]) -> float:
@@ -478,6 +480,36 @@ def record_path_summary(section: dict[str, Any]) -> dict[str, Any]:
                 f"per-round ratios {fmt_ratio(speedup)} (before #14 {median([b['seconds'] for b in before]):.2f} s, "
                 f"after {median([a['seconds'] for a in after]):.2f} s, medians)",
             )
+    dag = section.get("dag")
+    load = (dag or {}).get("load") or {}
+    if load.get("seconds"):
+        rows_per_s = dag["records"] / float(load["seconds"])
+        rows.append(
+            {
+                "contender": "the shipped DAG's load task (API transform)",
+                "key": "dag",
+                "records": dag["records"],
+                "seconds": float(load["seconds"]),
+                "rows_per_s": rows_per_s,
+                "cpu_us_per_record": None,
+                "peak_rss_mb": dag.get("peak_rss_mb"),
+                "workers_peak_rss_mb": None,
+                "note": f"dag.test(); XCom seconds; transform_workers={load.get('transform_workers')} "
+                f"({load.get('workers_start_method')}); whole DAG run {dag['dag_run_seconds']:.1f} s; RSS: the Airflow "
+                "process",
+            }
+        )
+        factor = rows_per_s / BEFORE_DAG_ROWS_PER_S
+        checks.append(
+            {
+                "target": f"the shipped DAG's load >= {TARGET_RECORD_SPEEDUP:g}x the rows/s before #14 (DAG load task)",
+                "value": factor,
+                "pass": factor >= TARGET_RECORD_SPEEDUP,
+                "verdict": "PASS" if factor >= TARGET_RECORD_SPEEDUP else "FAIL",
+                "detail": f"{rows_per_s:,.0f} rows/s ({_k(dag['records'])} records) vs {BEFORE_DAG_ROWS_PER_S:,} "
+                "rows/s in the run of 2026-11-28 21:16 (200k records; another day's machine: one run each)",
+            }
+        )
     memory = section.get("memory")
     api = section["transforms"].get("api")
     if memory and api:

@@ -173,3 +173,22 @@ class TestRecordPath:
         assert any(c["target"].startswith("record path (api)") for c in out["targets"])
         assert "Record path (`--record-path`): 1,000 records, gzip, transform_workers 1, 2" in text
         assert "| operator (api), transform_workers=2 | 1,000 | 10.50 | 95 | 6,000.0 | 70 MB / 75 MB |" in text
+
+    def test_the_dag_run_against_the_rows_per_second_before(self) -> None:
+        section = record_section()
+        section["records"] = 1_000_000
+        section["dag"] = {
+            "records": 1_000_000,
+            "dag_run_seconds": 30.0,
+            "load": {"seconds": 20.0, "transform_workers": 2, "workers_start_method": "fork"},
+        }
+
+        summary = report.record_path_summary(section)
+        dag = {c["target"]: c for c in summary["targets"]}[
+            "the shipped DAG's load >= 2x the rows/s before #14 (DAG load task)"
+        ]
+        row = {r["key"]: r for r in summary["rows"]}["dag"]
+
+        assert row["rows_per_s"] == 50_000
+        assert "transform_workers=2 (fork)" in row["note"]
+        assert (dag["value"], dag["verdict"]) == (pytest.approx(50_000 / 22_010), "PASS")
