@@ -177,6 +177,8 @@ def apply_transform(transform: Transform, record: dict[str, Any]) -> Mapping[str
         document = transform(record)
     except Exception as err:  # noqa: BLE001 - any failure of user code is a bad record
         raise TransformError(f"transform failed: {type(err).__name__}: {err}") from err
+    if type(document) is dict:
+        return document
     if not isinstance(document, Mapping):
         raise TransformError(f"transform returned {type(document).__name__}, not a JSON object")
     return document if isinstance(document, dict) else dict(document)

@@ -125,8 +125,10 @@ class JsonLinesEncoder(Encoder[LineBlock]):
         if data.endswith(b"\n"):
             raws.pop()
         fast = self.builder.keeps_lines
+        from_json = self.builder.from_json
         docs: list[bytes] = []
         lines: list[int] = []
+        add_doc, add_line = docs.append, lines.append
         out = EncodedBlock(b"", lines, lines_read=block.count)
         for number, raw in enumerate(raws, block.first_line):
             if raw[:1] != b"{":
@@ -140,15 +142,17 @@ class JsonLinesEncoder(Encoder[LineBlock]):
             try:
                 if fast:
                     raw.decode("utf-8")
-                    docs.append(raw)
+                    add_doc(raw)
                 else:
-                    docs.append(self.builder.from_json(raw))
+                    add_doc(from_json(raw))
             except ValueError as err:
                 out.rejects.append(Reject(number, raw, reason_of(err)))
                 continue
-            lines.append(number)
+            add_line(number)
         if docs:
             out.payload = self.row_format.encode(docs, lines)
+            if lines[-1] - lines[0] + 1 == len(lines):  # no gap: a range (segments store it as one run)
+                out.lines = range(lines[0], lines[-1] + 1)
         return out
 
 
