@@ -5,17 +5,19 @@
 * :func:`picky_document`: the shipped API transform, refusing every record whose NPI ends in 7
   (the tests' "transform that raises on some records").
 * :func:`slow_document`: the API transform with a pause per record (a load that lasts, to kill it).
+* :func:`overflowing_document`: the record, with a number ``jsonb`` refuses on line 1500 (the server's error).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from provider_directory.documents import build_provider_document
 
-__all__ = ["SOURCE", "picky_document", "rename_fields", "slow_document"]
+__all__ = ["SOURCE", "overflowing_document", "picky_document", "rename_fields", "slow_document"]
 
 SOURCE = "bulk-import"
 """The constant :func:`rename_fields` adds."""
@@ -41,3 +43,10 @@ def slow_document(record: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`build_provider_document` after a short sleep (half a millisecond)."""
     time.sleep(SLOW_SECONDS)
     return build_provider_document(record)
+
+
+def overflowing_document(record: dict[str, Any]) -> dict[str, Any]:
+    """The record; the one with ``"n": 1500`` gets a number beyond ``numeric``'s range (the server refuses it)."""
+    if record.get("n") == 1500:
+        record["big"] = Decimal("1E+200000")
+    return record

@@ -14,6 +14,7 @@ runs loads in a fresh single-threaded process, where ``fork`` is the default).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -307,6 +308,30 @@ class TestSpawnNeedsAnImportableTransform:
 
         with pytest.raises(ConfigurationError, match="is defined in a DAG file"):
             load(env, key, table, monkeypatch, workers=2, transform=in_a_dag_file, method="spawn")
+
+
+class TestServerRefusesARow:
+    def test_bad_record_with_its_line_and_no_worker_left_once_released(
+        self, env: IntegrationEnv, table: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The server's data error (numeric overflow) names the line; the pool is closed with the failed load."""
+        key = "tw/overflow.jsonl"
+        env.put(key, b"".join(b'{"n": %d, "pad": "%s"}\n' % (n, b"x" * 200) for n in range(1, 20_001)))
+        before = children_of(os.getpid())
+
+        with pytest.raises(BadRecordError) as info:
+            load(env, key, table, monkeypatch, workers=2, transform="harness.transforms:overflowing_document")
+
+        assert info.value.line == 1500
+        assert "numeric" in info.value.reason
+        assert env.snapshot(table) in (None, [])
+        del info
+        gc.collect()  # the traceback held the load's frames, and with them its block iterator and pool
+        wait_for("the workers to be reaped", lambda: not alive(children_of(os.getpid()) - before), timeout=30)
+
+
+def children_of(pid: int) -> set[int]:
+    return {int(p) for task in Path(f"/proc/{pid}/task").glob("*") for p in (task / "children").read_text().split()}
 
 
 # -- a load in a fresh process (fork by default): killed workers, a killed load -------------------------------
