@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -332,6 +333,25 @@ class TestServerRefusesARow:
 
 def children_of(pid: int) -> set[int]:
     return {int(p) for task in Path(f"/proc/{pid}/task").glob("*") for p in (task / "children").read_text().split()}
+
+
+def test_spawned_worker_that_cannot_import_the_transform(
+    env: IntegrationEnv, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module that exists only in this process (made at run time): the spawned worker says so, no retry."""
+    key = "tw/nowhere.jsonl"
+    env.put(key, b"".join(jsonl_lines(100, seed=32)))
+    module = types.ModuleType("made_at_run_time")
+    exec("def transform(record):\n    return record\n", module.__dict__)  # noqa: S102 - a test's module
+    monkeypatch.setitem(sys.modules, "made_at_run_time", module)
+    transform = module.transform
+
+    with pytest.raises(ConfigurationError) as info:
+        load(env, key, table, monkeypatch, workers=2, transform=transform, method="spawn")
+
+    assert "could not load the transform" in str(info.value)
+    assert "No module named 'made_at_run_time'" in str(info.value)
+    assert env.snapshot(table) in (None, [])
 
 
 # -- a load in a fresh process (fork by default): killed workers, a killed load -------------------------------
