@@ -138,8 +138,15 @@ def operator(
     table: str = TABLE,
     reset: bool = True,
     prefix: list[str] | None = None,
+    transform: str | None = None,
+    transform_workers: int | None = None,
+    reference_codec: bool = False,
 ) -> dict[str, Any]:
-    """``load_object`` in a worker process, streaming the object from S3 through a pre-signed URL."""
+    """``load_object`` in a worker process, streaming the object from S3 through a pre-signed URL.
+
+    ``transform`` (a dotted path), ``transform_workers`` and ``reference_codec`` (the record path's JSON
+    as before #14) are for the record path (``--record-path``).
+    """
     reset_seconds = ctx.admin.reset(table) if reset else 0.0
     key = data.key(compression)
     spec = {
@@ -153,6 +160,9 @@ def operator(
         "batch_id": BATCH_ID,
         "segment_bytes": segment_bytes,
         "copy_format": copy_format,
+        "transform": transform,
+        "transform_workers": transform_workers,
+        "reference_codec": reference_codec,
     }
     window = CpuWindow()
     result = child(ctx, "bench.worker", spec, prefix=prefix)

@@ -161,21 +161,34 @@ def row_layout(values: list[str], types: Mapping[str, str] | None = None) -> Row
     return binary_rows(types, roles, with_line=True)
 
 
-def write_copy_rows(data: SizedData, path: Path, types: Mapping[str, str] | None = None) -> int:
+def write_copy_rows(
+    data: SizedData,
+    path: Path,
+    types: Mapping[str, str] | None = None,
+    *,
+    transform: str | None = None,
+    compression: str = "plain",
+) -> int:
     """Encode the plain object's lines into the exact COPY rows the loader sends; return bytes.
 
-    Uses the plugin's own encoder and row layout with the plain object's key and ETag, the bench
-    batch id and a fixed ``loaded_at``: the same columns, fields and line numbers. With ``types``
-    (the bench table's column type by role), the binary layout the loader picks for them, between
-    the binary signature and trailer; without, text rows (for the ``--settings`` experiments).
+    Uses the plugin's own encoder and row layout with the object's key and ETag (the plain one
+    unless ``compression`` says otherwise), the bench batch id and a fixed ``loaded_at``: the
+    same columns, fields and line numbers. With ``types`` (the bench table's column type by
+    role), the binary layout the loader picks for them, between the binary signature and
+    trailer; without, text rows (for the ``--settings`` experiments). ``transform`` (a dotted
+    path): the record path's rows, encoded by the plugin's transform workers.
     """
-    row_format = row_layout(constants(data.key("plain"), data.etags["plain"]), types)
+    from s3_postgres_copy.documents import resolve_transform
+    from s3_postgres_copy.pipeline import encoded_blocks
+
+    row_format = row_layout(constants(data.key(compression), data.etags[compression]), types)
     head, tail = row_format.header(), row_format.trailer()
-    encoder = JsonLinesEncoder(row_format)
+    encoder = JsonLinesEncoder(row_format, resolve_transform(transform))
     size = 0
     with open(path, "wb") as out:
         out.write(head)
-        for block in encoder.encode(line_blocks(_file_chunks(data.plain_path))):
+        blocks = encoded_blocks(encoder, line_blocks(_file_chunks(data.plain_path)), None, location=str(path))
+        for block in blocks:
             if block.rejects:
                 raise RuntimeError(f"sample data has bad records: {block.rejects[:3]}")
             out.write(block.payload)

@@ -8,6 +8,10 @@
 4. **Seed baseline** on a sample: one INSERT + COMMIT per record.
 5. **Memory**: peak RSS of the load at two sizes, plain and gzip.
 
+6. **Record path** (``--record-path``, default in full mode): the operator with a transform (the
+   shipped API transform and a cheaper one) at ``transform_workers`` 1, 2, ..., against psql of its
+   own final rows plus the transform alone in one process (``bench/record_path.py``).
+
 Optional sections: ``--settings`` (server settings for big loads), ``--segments`` (the loader's
 ``segment_bytes``), ``--profile`` (py-spy of the worker and the client's per-stage CPU).
 """
@@ -57,6 +61,10 @@ FULL = {
     "seed_sample": 5_000,
     "warmup": True,
     "peer_fixed": True,
+    "record_path": True,
+    "record_records": None,  # = records
+    "record_reps": 2,
+    "record_mem_size": 200_000,
 }
 QUICK = {
     "records": 100_000,
@@ -71,6 +79,10 @@ QUICK = {
     "seed_sample": 1_000,
     "warmup": False,
     "peer_fixed": False,
+    "record_path": False,
+    "record_records": None,
+    "record_reps": 1,
+    "record_mem_size": 20_000,
 }
 SEED_SCALE = 10_000_000
 STARTED = time.monotonic()
@@ -118,6 +130,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--segment-sizes", default="8M,32M,1G", help="segment_bytes values for --segments")
     parser.add_argument("--segment-reps", type=int, default=2, help="pairs per segment size")
     parser.add_argument("--profile", action="store_true", help="also py-spy the worker and time each client stage")
+    parser.add_argument(
+        "--record-path",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the operator with a transform (API, cheaper) at transform_workers 1, 2, ... vs psql of its rows + the "
+        "transform alone; default on in full mode, off in quick",
+    )
+    parser.add_argument("--record-records", type=int, help="records for --record-path (default: --records)")
+    parser.add_argument("--record-reps", type=int, help="rounds of --record-path pairs (2; quick 1)")
+    parser.add_argument(
+        "--record-mem-size", type=int, help="records of the smaller --record-path memory run (200k; quick 20k)"
+    )
     parser.add_argument("--skip-main", action="store_true", help="skip the main comparison (for optional sections)")
     parser.add_argument(
         "--output",
@@ -137,6 +161,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if len(args.mem_sizes) != 2:
         parser.error("--mem-sizes takes two record counts")
     args.dag_records = min(args.dag_records, max(args.records, *args.mem_sizes))
+    if args.record_records is None:
+        args.record_records = args.records
+    args.record_mem_size = min(args.record_mem_size, args.record_records)
     return args
 
 
@@ -156,6 +183,7 @@ def machine_info() -> dict[str, Any]:
         "urllib3",
         "moto",
         "simplejson",
+        "msgspec",
         "SQLAlchemy",
     ):
         try:
@@ -193,6 +221,9 @@ def wanted_sizes(args: argparse.Namespace) -> dict[int, set[str]]:
             want(tiny(args.s3tosql_sample), "plain")
         if args.dag:
             want(args.dag_records, "gzip")
+    if args.record_path:
+        want(args.record_records, "plain", "gzip")
+        want(args.record_mem_size, "plain", "gzip")
     return sizes
 
 
@@ -228,6 +259,21 @@ def main(argv: list[str] | None = None) -> int:
                 from bench.experiments import segment_experiment
 
                 out["segment_experiment"] = segment_experiment(ctx, args.segment_sizes, args.segment_reps, log)
+            if args.record_path:
+                from bench.record_path import record_path
+                from s3_postgres_copy.pipeline import default_transform_workers
+
+                small = ctx.data[args.record_mem_size] if args.record_mem_size < args.record_records else None
+                out["record_path"] = record_path(
+                    ctx,
+                    ctx.data[args.record_records],
+                    small,
+                    reps=args.record_reps,
+                    cores=os.cpu_count() or 1,
+                    default_workers=default_transform_workers(),
+                    log=log,
+                    dag=args.dag,
+                )
             if args.profile:
                 from bench.profiling import profile
 

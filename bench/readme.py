@@ -45,6 +45,27 @@ def render(out: dict[str, Any]) -> str:
             f"| {row['contender']} | {_cell(row['records'])} | {_cell(row['seconds'])} | "
             f"{_cell(row['rows_per_s'], 0)} | {_cell(row['mb_per_s'], 1)} | {text} | {rss} | {row.get('note', '')} |"
         )
+    record = out.get("record_path_results")
+    if record:
+        section = out.get("record_path", {})
+        lines += [
+            "",
+            f"Record path (`--record-path`): {_cell(section.get('records'))} records, {section.get('compression')}, "
+            f"transform_workers {', '.join(map(str, section.get('workers', [])))} (default here "
+            f"{section.get('default_workers')}); CPU = the load's process + its transform workers:",
+            "",
+            "| contender | records | seconds | rows/s | client CPU µs/record | peak RSS (process / worker) | note |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for row in record["rows"]:
+            rss = f"{row['peak_rss_mb']:.0f} MB" if row.get("peak_rss_mb") else "—"
+            if row.get("workers_peak_rss_mb"):
+                rss += f" / {row['workers_peak_rss_mb']:.0f} MB"
+            cpu = _cell(row["cpu_us_per_record"], 1)
+            lines.append(
+                f"| {row['contender']} | {_cell(row['records'])} | {_cell(row['seconds'])} | "
+                f"{_cell(row['rows_per_s'], 0)} | {cpu} | {rss} | {row.get('note', '')} |"
+            )
     lines += ["", "| target | value | |", "|---|---|---|"]
     for check in out.get("targets", []):
         result = check.get("verdict") or ("PASS" if check["pass"] else "FAIL")

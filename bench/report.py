@@ -13,6 +13,12 @@ TARGET_PEAK_MB = 100.0
 TARGET_GROWTH_MB = 20.0
 TARGET_VS_S3TOSQL = 15.0
 TARGET_VS_EXECUTE_VALUES = 3.0
+TARGET_RECORD_PATH = {1: 1.0, 2: 1.3}
+"""``(limit + transform alone) / operator`` at these ``transform_workers`` (#14)."""
+TARGET_RECORD_SPEEDUP = 2.0
+"""The API transform's load at the default ``transform_workers`` against the record path before #14, rows/s."""
+BEFORE_DAG_ROWS_PER_S = 22_010
+"""The DAG load task's rows/s before #14: ``make bench`` of 2026-11-28 21:16 (200k gzip records, the API transform)."""
 
 
 def median(values: list[float]) -> float:
@@ -365,6 +371,176 @@ def targets(out: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, A
     return checks
 
 
+def _run_cpu(run: dict[str, Any]) -> float:
+    """A load's client CPU seconds: its process and its transform workers."""
+    return float(run.get("client_cpu") or 0.0) + float(run.get("workers_cpu") or 0.0)
+
+
+def record_path_summary(section: dict[str, Any]) -> dict[str, Any]:
+    """The ``--record-path`` rows, stage costs and targets from its measurements (``bench/record_path.py``)."""
+    n = section["records"]
+    default = section["default_workers"]
+    rows: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
+    stages: dict[str, dict[str, float]] = {}
+
+    def row(
+        name: str, key: str, runs: list[dict[str, Any]], note: str, records: int = n, **extra: Any
+    ) -> dict[str, Any]:
+        seconds = [r["seconds"] for r in runs]
+        peaks = [r["peak_rss_mb"] for r in runs if r.get("peak_rss_mb")]
+        workers = [r["workers_peak_rss_mb"] for r in runs if r.get("workers_peak_rss_mb")]
+        if len(runs) > 1:
+            note += f"; {len(runs)} runs {min(seconds):.2f}–{max(seconds):.2f} s"
+        entry = {
+            "contender": name,
+            "key": key,
+            "records": records,
+            "seconds": median(seconds),
+            "rows_per_s": records / median(seconds) if seconds else None,
+            "cpu_us_per_record": median([_run_cpu(r) for r in runs]) / records * 1e6 if runs else None,
+            "peak_rss_mb": max(peaks) if peaks else None,
+            "workers_peak_rss_mb": max(workers) if workers else None,
+            "note": note,
+            **extra,
+        }
+        rows.append(entry)
+        return entry
+
+    def check(name: str, ratio: dict[str, float], target: float, detail: str) -> None:
+        result = verdict(ratio, target) if ratio["n"] else "UNDECIDED"
+        checks.append(
+            {"target": name, "value": ratio["median"], "pass": result == "PASS", "verdict": result, "detail": detail}
+        )
+
+    for name, entry in section["transforms"].items():
+        alone_runs = entry["alone"]
+        alone = median([r["seconds"] for r in alone_runs])
+        stages[name] = {
+            stage: median([r["stages_us"][stage] for r in alone_runs]) for stage in alone_runs[0]["stages_us"]
+        }
+        limit = row(
+            f"limit ({name}): psql \\copy of the final rows",
+            f"{name}-limit",
+            entry["limit"],
+            f"{entry['rows_bytes'] / 1e6:.0f} MB of binary COPY rows ({entry['label']})",
+        )
+        limit["cpu_us_per_record"] = None  # psql's CPU: not the record path's
+        row(
+            f"transform alone ({name}): stdlib parse + function, one process",
+            f"{name}-alone",
+            alone_runs,
+            "json.loads(parse_float=Decimal) + the function over every line, no I/O",
+        )
+        for workers, pairs in entry["pairs"].items():
+            ratios = [(p["limit"] + alone) / p["operator"] for p in pairs]
+            ratio = spread(ratios)
+            runs = entry["operator"][workers]
+            method = sorted({str(r.get("workers_start_method")) for r in runs if r.get("workers_start_method")})
+            row(
+                f"operator ({name}), transform_workers={workers}",
+                f"{name}-operator-{workers}",
+                runs,
+                f"gzip, S3; (limit + alone) / operator {fmt_ratio(ratio)}"
+                + (f"; workers started by {', '.join(method)}" if method else "; in-process"),
+                ratio=ratio,
+            )
+            target = TARGET_RECORD_PATH.get(int(workers))
+            if target is not None:
+                check(
+                    f"record path ({name}), transform_workers={workers}: (limit + transform alone) / operator "
+                    f">= {target}",
+                    ratio,
+                    target,
+                    f"median of {ratio['n']} per-pair ratios {fmt_ratio(ratio)}; transform alone {alone:.2f} s "
+                    f"(median of {len(alone_runs)}); [min–max] covers the median with "
+                    f"{median_confidence(ratio['n']):.0%} confidence",
+                )
+        if entry.get("before"):
+            before, after = entry["before"], entry["after"]
+            speedup = spread([b["seconds"] / a["seconds"] for b, a in zip(before, after, strict=True)])
+            row(
+                f"before #14 ({name}): in-process, stdlib json + simplejson",
+                f"{name}-before",
+                before,
+                "transform_workers=0 with the record path's JSON as before #14",
+            )
+            row(
+                f"after ({name}): transform_workers={default} (the default here)",
+                f"{name}-after",
+                after,
+                f"beside each before-#14 run; rows/s ratio {fmt_ratio(speedup)}",
+                ratio=speedup,
+            )
+            check(
+                f"{name} transform load (gzip, transform_workers={default}) >= {TARGET_RECORD_SPEEDUP:g}x the rows/s "
+                "before #14",
+                speedup,
+                TARGET_RECORD_SPEEDUP,
+                f"per-round ratios {fmt_ratio(speedup)} (before #14 {median([b['seconds'] for b in before]):.2f} s, "
+                f"after {median([a['seconds'] for a in after]):.2f} s, medians)",
+            )
+    dag = section.get("dag")
+    load = (dag or {}).get("load") or {}
+    if load.get("seconds"):
+        rows_per_s = dag["records"] / float(load["seconds"])
+        rows.append(
+            {
+                "contender": "the shipped DAG's load task (API transform)",
+                "key": "dag",
+                "records": dag["records"],
+                "seconds": float(load["seconds"]),
+                "rows_per_s": rows_per_s,
+                "cpu_us_per_record": None,
+                "peak_rss_mb": dag.get("peak_rss_mb"),
+                "workers_peak_rss_mb": None,
+                "note": f"dag.test(); XCom seconds; transform_workers={load.get('transform_workers')} "
+                f"({load.get('workers_start_method')}); whole DAG run {dag['dag_run_seconds']:.1f} s; RSS: the Airflow "
+                "process",
+            }
+        )
+        factor = rows_per_s / BEFORE_DAG_ROWS_PER_S
+        checks.append(
+            {
+                "target": f"the shipped DAG's load >= {TARGET_RECORD_SPEEDUP:g}x the rows/s before #14 (DAG load task)",
+                "value": factor,
+                "pass": factor >= TARGET_RECORD_SPEEDUP,
+                "verdict": "PASS" if factor >= TARGET_RECORD_SPEEDUP else "FAIL",
+                "detail": f"{rows_per_s:,.0f} rows/s ({_k(dag['records'])} records) vs {BEFORE_DAG_ROWS_PER_S:,} "
+                "rows/s in the run of 2026-11-28 21:16 (200k records; another day's machine: one run each)",
+            }
+        )
+    memory = section.get("memory")
+    api = section["transforms"].get("api")
+    if memory and api:
+        small = memory["run"]
+        row(
+            f"memory (api): transform_workers={memory['workers']}",
+            "api-memory",
+            [small],
+            "peak RSS of the load's process and of its largest worker (pages shared at fork included)",
+            records=memory["records"],
+        )
+        large = api["operator"].get(str(memory["workers"])) or api.get("after") or []
+        if large:
+            for what, key in (("load process", "peak_rss_mb"), ("largest worker", "workers_peak_rss_mb")):
+                small_mb, large_mb = small.get(key), max((r.get(key) or 0.0) for r in large)
+                if not small_mb or not large_mb:
+                    continue
+                growth = large_mb - small_mb
+                checks.append(
+                    {
+                        "target": f"record path, {what}: peak RSS at {_k(n)} within {TARGET_GROWTH_MB:.0f} MB of "
+                        f"{_k(memory['records'])} (transform_workers={memory['workers']})",
+                        "value": growth,
+                        "pass": growth <= TARGET_GROWTH_MB,
+                        "verdict": "PASS" if growth <= TARGET_GROWTH_MB else "FAIL",
+                        "detail": f"{small_mb:.1f} MB → {large_mb:.1f} MB",
+                    }
+                )
+    return {"rows": rows, "targets": checks, "stages_us": stages}
+
+
 def _num(value: float | None, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -452,6 +628,41 @@ def print_report(out: dict[str, Any]) -> None:
         print("\n-- Client profile (--profile) --")
         for line in profile.get("summary_lines", []):
             print(line)
+    record = out.get("record_path_results")
+    if record:
+        section = out["record_path"]
+        workers = ", ".join(map(str, section["workers"]))
+        print(
+            f"\n-- Record path (--record-path): {_k(section['records'])} records, {section['compression']}, "
+            f"transform_workers {workers} (default here {section['default_workers']}) --"
+        )
+        print_table(
+            ["contender", "seconds", "rows/s", "CPU µs/record", "peak RSS", "largest worker", "note"],
+            [
+                [
+                    r["contender"],
+                    _num(r["seconds"]),
+                    _num(r["rows_per_s"], 0),
+                    _num(r["cpu_us_per_record"], 1),
+                    f"{r['peak_rss_mb']:.0f} MB" if r.get("peak_rss_mb") else "—",
+                    f"{r['workers_peak_rss_mb']:.0f} MB" if r.get("workers_peak_rss_mb") else "—",
+                    r["note"],
+                ]
+                for r in record["rows"]
+            ],
+            right={1, 2, 3, 4, 5},
+        )
+        print(
+            "CPU µs/record = the client's CPU (the load's process + its transform workers) per record. Ratio = "
+            "(limit seconds + the transform alone's median) / operator seconds, per pair."
+        )
+        names = list(record["stages_us"])
+        stage_names = list(record["stages_us"][names[0]]) if names else []
+        print("\nRecord path stages, µs per record (best of 3 on a sample, one process):")
+        print_table(
+            ["stage", *names],
+            [[stage, *(_num(record["stages_us"][n][stage]) for n in names)] for stage in stage_names],
+        )
     checks = out.get("targets", [])
     if checks:
         print("\n-- Targets --")
@@ -489,6 +700,9 @@ def finish(out: dict[str, Any], path: Path) -> None:
     out["results"] = summarize(out)
     out["cpu_breakdown"] = cpu_breakdown(out)
     out["targets"] = targets(out, out["results"])
+    if out.get("record_path"):
+        out["record_path_results"] = record_path_summary(out["record_path"])
+        out["targets"].extend(out["record_path_results"]["targets"])
     out.setdefault("notes", []).extend(
         [
             "fsync=off, full_page_writes=off, synchronous_commit=off on the bench server (harness defaults): "

@@ -8,6 +8,17 @@ and this process's memory (baseline after imports, and the peak).
 each stage on its own: what a block costs in gunzip, line cutting, UTF-8 validation, escaping,
 splitting and row formatting, plus HTTP reading and psycopg's COPY sending.
 
+``mode == "alone"``: a transform alone in one process (``--record-path``): stdlib
+``json.loads(..., parse_float=Decimal)`` and the function over every line of a local file, and
+the record path's stages one by one on a sample (parse, transform, serialise; before and
+after ``jsoncodec``).
+
+A load's spec may name a ``transform`` (``"package.module:function"``), ``transform_workers``
+and ``reference_codec`` (the record path's JSON as before #14: stdlib ``json`` and
+``simplejson``); the result then counts the worker processes' CPU (``workers_cpu``) and peak
+RSS (``workers_peak_rss_mb``: the largest worker's ``ru_maxrss``, pages shared with this
+process at fork included).
+
 Only what a load needs is imported before the baseline memory reading.
 """
 
@@ -22,11 +33,19 @@ from typing import Any
 from bench.procstat import backend_cpu, machine_cpu, memory_mb
 
 
-def _cpu() -> float:
+def _cpu(who: int | None = None) -> float:
     import resource
 
-    ru = resource.getrusage(resource.RUSAGE_SELF)
+    ru = resource.getrusage(resource.RUSAGE_SELF if who is None else who)
     return ru.ru_utime + ru.ru_stime
+
+
+def _use_reference_codec() -> None:
+    """The record path's JSON as before #14 (stdlib json to parse, simplejson to serialise)."""
+    from s3_postgres_copy import documents, jsoncodec
+
+    documents.loads_record = jsoncodec._reference_loads  # type: ignore[assignment]
+    documents.dumps_document = jsoncodec._reference_dumps  # type: ignore[assignment]
 
 
 def run_load(spec: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +63,12 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         connect: Any = psycopg2.connect
     else:
         connect = psycopg.connect
+    if spec.get("transform"):
+        from s3_postgres_copy.documents import resolve_transform
+
+        resolve_transform(spec["transform"])  # its imports before the baseline
+    if spec.get("reference_codec"):
+        _use_reference_codec()
     import_seconds = time.monotonic() - started
     baseline = memory_mb()
 
@@ -54,6 +79,8 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         batch_id=spec["batch_id"],
         segment_bytes=int(spec.get("segment_bytes") or (32 << 20)),
         copy_format=spec.get("copy_format") or "auto",
+        transform=spec.get("transform"),
+        transform_workers=spec.get("transform_workers"),
     )
     url = spec["url"]
 
@@ -68,8 +95,10 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
             self.first_byte_seconds = time.monotonic() - started
             return self
 
+    import resource
+
     source = TimedSource(lambda: url, name=options.location)
-    cpu0 = _cpu()
+    cpu0, children0 = _cpu(), _cpu(resource.RUSAGE_CHILDREN)
     machine0 = machine_cpu()
     t0 = time.monotonic()
     conn = connect(spec["dsn"])
@@ -83,6 +112,8 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     seconds = time.monotonic() - t0
     machine1 = machine_cpu()
     client_cpu = _cpu() - cpu0
+    workers_cpu = _cpu(resource.RUSAGE_CHILDREN) - children0
+    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if stats.transform_workers else None
     end = memory_mb()
     return {
         "seconds": seconds,
@@ -102,6 +133,13 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         "driver": driver,
         "segment_bytes": options.segment_bytes,
         "copy_format": stats.copy_format,
+        "transform": spec.get("transform"),
+        "transform_workers": stats.transform_workers,
+        "workers_start_method": stats.workers_start_method,
+        "reference_codec": bool(spec.get("reference_codec")),
+        "workers_cpu": workers_cpu,
+        "workers_peak_rss_mb": workers_peak,
+        "rows_rejected": stats.rows_rejected,
         "stats": stats.as_dict(),
     }
 
@@ -221,10 +259,55 @@ def run_stages(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def run_alone(spec: dict[str, Any]) -> dict[str, Any]:
+    """A transform alone: stdlib parse + the function over every line, in this process; then each stage."""
+    import json as stdlib_json
+    from decimal import Decimal
+
+    from s3_postgres_copy import jsoncodec
+    from s3_postgres_copy.documents import resolve_transform
+
+    transform = resolve_transform(spec["transform"])
+    assert transform is not None
+    decoder = stdlib_json.JSONDecoder(parse_float=Decimal)
+    loads = decoder.decode
+    with open(spec["plain"], "rb") as f:
+        lines = f.readlines()
+    records = len(lines)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for line in lines:
+        transform(loads(line.decode("utf-8")))  # the stdlib's decoder, built once (json.loads(...) builds one per call)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+
+    sample = [line.rstrip(b"\n") for line in lines[: int(spec.get("sample", 100_000))]]
+    del lines
+    parsed = [jsoncodec.loads_record(raw) for raw in sample]
+    documents = [transform(jsoncodec.loads_record(raw)) for raw in sample]
+
+    def per_record(func: Any, items: list[Any]) -> float:
+        best = float("inf")
+        for _ in range(int(spec.get("reps", 3))):
+            started = time.process_time()
+            for item in items:
+                func(item)
+            best = min(best, time.process_time() - started)
+        return best / len(items) * 1e6
+
+    stages = {
+        "parse_stdlib": per_record(jsoncodec._reference_loads, sample),
+        "parse_codec": per_record(jsoncodec.loads_record, sample),
+        "transform": per_record(transform, parsed),
+        "serialise_simplejson": per_record(jsoncodec._reference_dumps, documents),
+        "serialise_codec": per_record(jsoncodec.dumps_document, documents),
+    }
+    return {"records": records, "seconds": seconds, "client_cpu": cpu, "stages_us": stages, "sample": len(sample)}
+
+
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
     mode = spec.get("mode", "load")
-    result = run_load(spec) if mode == "load" else run_stages(spec)
+    runners = {"load": run_load, "stages": run_stages, "alone": run_alone}
+    result = runners[mode](spec)
     Path(spec["result"]).write_text(json.dumps(result))
     return 0
 

@@ -4,7 +4,9 @@ The default JSON-lines path keeps each line's text as the document: PostgreSQL's
 ``jsonb`` input parses and validates it exactly (numbers keep every digit), and
 no Python JSON round trip is paid. A custom transform, a JSON schema or CSV input
 take the record path (:class:`DocumentBuilder`): parse, build the document,
-serialise (``Decimal`` numbers stay exact, ``NaN`` is refused).
+serialise (``Decimal`` numbers stay exact, ``NaN`` is refused), with
+:func:`loads_record` and :func:`dumps_document` from :mod:`~s3_postgres_copy.jsoncodec`
+(msgspec; the stdlib/simplejson reference for what msgspec would do differently).
 
 What this module returns per block of lines is an :class:`EncodedBlock`: the COPY rows
 (made by the load's row layout), the source line of each, and the records that could
@@ -15,24 +17,18 @@ format, are in ``encoders.py``.
 from __future__ import annotations
 
 import codecs
-import datetime
-import decimal
 import importlib
-import json
-import re
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import simplejson
+from s3_postgres_copy.jsoncodec import dumps_document as dumps_document
+from s3_postgres_copy.jsoncodec import loads_record as loads_record
 
 Transform = Callable[[dict[str, Any]], Mapping[str, Any]]
 """A user's transform: the parsed record → the API's document."""
 Validator = Callable[[Mapping[str, Any]], None]
 """Raises ``ValueError`` naming what is wrong with a document."""
-
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,80 +94,33 @@ def schema_validator(schema: Mapping[str, Any] | None) -> Validator | None:
     """A function raising ``ValueError`` with the first violation of a JSON Schema, or None."""
     if schema is None:
         return None
-    import jsonschema  # only needed when a schema is given
+    return SchemaValidator(schema)
 
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(dict(schema))
-    validator = cls(schema)
 
-    def validate(document: Mapping[str, Any]) -> None:
-        error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+class SchemaValidator:
+    """Raise ``ValueError`` with the first violation of a JSON Schema (a :data:`Validator`).
+
+    Pickled as its schema (a spawned transform worker builds its own validator).
+    """
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        import jsonschema  # only needed when a schema is given
+
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(dict(schema))
+        self.schema = schema
+        self._validator = cls(schema)
+        self._best_match = jsonschema.exceptions.best_match
+
+    def __call__(self, document: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` naming the first violation, if there is one."""
+        error = self._best_match(self._validator.iter_errors(document))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(document)"
             raise ValueError(f"schema violation at {where}: {error.message}")
 
-    return validate
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID | bytes):
-        return str(value) if isinstance(value, uuid.UUID) else value.decode("utf-8")
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-_ENCODER = simplejson.JSONEncoder(
-    ensure_ascii=False,
-    use_decimal=True,
-    allow_nan=False,
-    separators=(",", ":"),
-    default=_json_default,
-)
-
-
-def dumps_document(document: Mapping[str, Any]) -> bytes:
-    """Serialise a document to UTF-8 JSON that ``jsonb`` accepts, or raise ``ValueError``."""
-    if not isinstance(document, Mapping):
-        raise ValueError(f"the document must be a JSON object, got {type(document).__name__}")
-    try:
-        text = _ENCODER.encode(document)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"document is not JSON: {err}") from err
-    if "\\u0000" in text and _NUL_ESCAPE.search(text):
-        raise ValueError("a string holds \\u0000 (NUL), which jsonb cannot store")
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        bad = ord(text[err.start])
-        raise ValueError(
-            f"a string holds U+{bad:04X}, a lone surrogate (invalid UTF-8 in the source or an "
-            "unpaired \\uD800-\\uDFFF escape), which jsonb cannot store"
-        ) from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"invalid JSON: {name} is not a JSON value")
-
-
-# The stdlib decoder (C scanner) with exact numbers: Decimal for non-integers, int for integers.
-_DECODER = json.JSONDecoder(parse_float=decimal.Decimal, parse_constant=_reject_constant)
-
-
-def loads_record(raw: bytes) -> Any:
-    """Parse one JSON text exactly (``Decimal`` for non-integers); ``NaN``/``Infinity`` are errors."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"invalid UTF-8 at byte {err.start}") from None
-    try:
-        return _DECODER.decode(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"invalid JSON: {err}") from None
-    except RecursionError:
-        raise ValueError("JSON nested too deeply to parse") from None
+    def __reduce__(self) -> tuple[Any, ...]:
+        return SchemaValidator, (self.schema,)
 
 
 def describe_non_object(raw: bytes) -> str:
@@ -228,6 +177,8 @@ def apply_transform(transform: Transform, record: dict[str, Any]) -> Mapping[str
         document = transform(record)
     except Exception as err:  # noqa: BLE001 - any failure of user code is a bad record
         raise TransformError(f"transform failed: {type(err).__name__}: {err}") from err
+    if type(document) is dict:
+        return document
     if not isinstance(document, Mapping):
         raise TransformError(f"transform returned {type(document).__name__}, not a JSON object")
     return document if isinstance(document, dict) else dict(document)

@@ -45,6 +45,20 @@ class ServerError(LoadError, TransientError):
     """The database server or the connection interrupted the load; it was rolled back."""
 
 
+class TransformWorkerError(LoadError, TransientError):
+    """A worker process of the record path (``transform_workers``) died; the load was rolled back.
+
+    :param location: the object.
+    :param reason: which process, how it ended, what to do.
+    :param lines: the lines that were being encoded.
+    """
+
+    def __init__(self, location: str, reason: str, lines: str) -> None:
+        self.location = location
+        self.reason = reason
+        super().__init__(f"Loading {location} failed: {reason} ({lines} were being encoded); nothing was committed")
+
+
 class LockTimeoutError(ServerError):
     """A lock on the target was not granted within ``lock_timeout``; nothing changed."""
 

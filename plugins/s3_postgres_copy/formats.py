@@ -16,7 +16,7 @@ import codecs
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from s3_postgres_copy.exceptions import UnknownFormatError
 
@@ -72,10 +72,10 @@ class FileFormat:
     encoder: str
     description: str
 
-    def encoder_class(self) -> type[Encoder]:
+    def encoder_class(self) -> type[Encoder[Any]]:
         """The encoder class, imported on first use."""
         module, _, attr = self.encoder.partition(":")
-        cls: type[Encoder] = getattr(importlib.import_module(module), attr)
+        cls: type[Encoder[Any]] = getattr(importlib.import_module(module), attr)
         return cls
 
 

@@ -156,7 +156,7 @@ def dumps_document(document: Mapping[str, Any]) -> bytes:
         ...`` (an unsupported type, a non-finite number, nesting deeper than
         :data:`MAX_DEPTH`); a ``\u0000`` or a lone surrogate in a string.
     """
-    if not isinstance(document, Mapping):
+    if type(document) is not dict and not isinstance(document, Mapping):
         raise ValueError(f"the document must be a JSON object, got {type(document).__name__}")
     try:
         return _dumps(document)

@@ -13,6 +13,7 @@ import datetime
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -39,6 +40,7 @@ from s3_postgres_copy.formats import SNIFF_BYTES, detect_format
 from s3_postgres_copy.ledger import Ledger
 from s3_postgres_copy.merge import missing_key_reason
 from s3_postgres_copy.options import LoadOptions, PreparedLoad
+from s3_postgres_copy.pipeline import encoded_blocks
 from s3_postgres_copy.records import LineTooLongError, line_blocks
 from s3_postgres_copy.rows import RowLayout, choose_layout
 from s3_postgres_copy.segments import Segment, Segments
@@ -83,14 +85,19 @@ class _Load:
 
     # -- stages --------------------------------------------------------------------------
     def blocks(self, layout: RowLayout) -> Iterator[EncodedBlock]:
-        """The object's encoded blocks: decompressed, its format detected, cut into lines, encoded."""
+        """The object's encoded blocks: decompressed, its format detected, cut into lines, encoded.
+
+        The record path (a transform or a schema) is encoded by ``transform_workers`` processes, in order
+        (:mod:`~s3_postgres_copy.pipeline`); they start at the first block, before any thread of the load.
+        """
         options, stats = self.options, self.stats
         stats.compression, chunks = decompressed(self.source.chunks(), options.compression, options.location)
         # Tiny chunks (one per gzip member, say) are joined into reads' sizes: per-block work stays amortised.
         head, chunks = peek(self._counted(coalesce(chunks, self.source.chunk_size)), SNIFF_BYTES)
         stats.format = detect_format(options.key, head, options.format, delimiter=options.csv_delimiter)
         encoder = encoder_for(stats.format, layout, self.plan.transform, self.plan.validate, options)
-        return encoder.encode(line_blocks(chunks, options.max_line_bytes))
+        lines = line_blocks(chunks, options.max_line_bytes)
+        return encoded_blocks(encoder, lines, options.transform_workers, location=options.location, stats=stats)
 
     def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
@@ -261,23 +268,22 @@ class _Load:
             if options.tolerant
             else None
         )
-        segments = Segments(
-            self.blocks(layout),
-            segment_bytes=options.segment_bytes,
-            keep_payloads=tolerant is not None,
-            on_block=self.account,
-        )
         # A table created in this transaction can take frozen rows (no later freezing VACUUM, no hint-bit writes).
         freeze = sink.created and sink.copy_table == sink.table and tolerant is None
-        for segment, payloads in segments:
-            if tolerant is not None:
-                copied = tolerant.copy(segment, payloads)
-                stats.rows_copied += copied
-                self.copied += copied
-                if self.pending_rejects:
-                    self.flush_rejects()
-            else:
-                self.copy_strict(segment, payloads, layout, freeze=freeze)
+        # Closed on any failure: transform worker processes stop at once, not when the load is collected.
+        with closing(self.blocks(layout)) as blocks:
+            segments = Segments(
+                blocks, segment_bytes=options.segment_bytes, keep_payloads=tolerant is not None, on_block=self.account
+            )
+            for segment, payloads in segments:
+                if tolerant is not None:
+                    copied = tolerant.copy(segment, payloads)
+                    stats.rows_copied += copied
+                    self.copied += copied
+                    if self.pending_rejects:
+                        self.flush_rejects()
+                else:
+                    self.copy_strict(segment, payloads, layout, freeze=freeze)
 
     def verify(self) -> None:
         """Before commit: the mode's row counts add up, and the user's checks hold for the rows written."""

@@ -67,6 +67,9 @@ class S3ToPostgresCopyOperator(BaseOperator):
     :param checks: ``{"name": {"check_statement": "<SQL>"}}`` evaluated over the rows written, before commit.
     :param lock_timeout: seconds to wait for a lock on the table (default: wait, logging who holds it).
     :param stage: ``mode="snapshot"`` of many objects: stage each in this table, to be published together (templated).
+    :param transform_workers: processes that run the transform (and schema) for blocks of records, in order;
+        ``0`` or ``1`` runs it in the task's process; ``None`` (default): the CPUs the task may use, at most 8.
+        Lines loaded without a transform or schema never use them.
     :param load_options: any other :class:`~s3_postgres_copy.options.LoadOptions` field, e.g.
         ``{"segment_bytes": 8 << 20, "raw_limit": 2000, "max_line_bytes": 1 << 20}``.
     """
@@ -100,6 +103,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
         checks: Mapping[str, Any] | None = None,
         lock_timeout: float | None = None,
         stage: str | None = None,
+        transform_workers: int | None = None,
         load_options: Mapping[str, Any] | None = None,
         batch_id: str | None = None,
         url_expires_in: int = 3600,
@@ -138,6 +142,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
             "skip_unchanged": skip_unchanged,
             "checks": checks,
             "lock_timeout": lock_timeout,
+            "transform_workers": transform_workers,
         }
         self.url_expires_in = url_expires_in
         self.verify = verify

@@ -65,6 +65,9 @@ class LoadOptions:
     (``create_table``), used if it exists, else left out with a warning; ``True``: required; ``False``: off."""
     reconcile: bool = True
     """Before commit, check that the rows written add up (the mode's row counts, every line accounted for)."""
+    transform_workers: int | None = None
+    """Processes that run the record path (transform, schema) for blocks of records, in order; ``0``/``1``:
+    in the load's process; ``None``: the CPUs the process may use, at most 8 (see ``pipeline``)."""
 
     @property
     def location(self) -> str:
@@ -103,6 +106,8 @@ class LoadOptions:
             raise ValueError("s3_bucket and s3_key must not be empty")
         for name, minimum in (("max_bad_rows", 0), ("raw_limit", 0), ("segment_bytes", 1), ("max_line_bytes", 1)):
             _integer(name, getattr(self, name), minimum)
+        if self.transform_workers is not None:
+            _integer("transform_workers", self.transform_workers, 0)
         ratio = self.max_bad_ratio
         if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1):
             raise ValueError(f"max_bad_ratio must be a number between 0 and 1, got {ratio!r}")

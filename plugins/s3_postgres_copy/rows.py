@@ -20,11 +20,12 @@ checks every text value's encoding.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from s3_postgres_copy.exceptions import ConfigurationError
 
@@ -226,12 +227,17 @@ class BinaryRows(RowLayout):
 
     def __init__(self, prefix: bytes, fixed: bytes, constants: int, *, with_line: bool) -> None:
         self.with_line = with_line
+        self._constants = constants
         self._count = 1 + constants + (1 if with_line else 0)
         # Field count, the document's length and its prefix (jsonb's version byte, or nothing) in one pack.
         self._head = struct.Struct(f">hi{len(prefix)}s").pack
         self._prefix = prefix
         self._fixed = fixed
         self._line = struct.Struct(">iq").pack
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its arguments (the packers it keeps do not pickle): for spawned transform workers.
+        return functools.partial(BinaryRows, with_line=self.with_line), (self._prefix, self._fixed, self._constants)
 
     def header(self) -> bytes:
         """PostgreSQL's binary COPY signature, flags and (empty) header extension."""

@@ -28,6 +28,10 @@ class LoadStats:
     format: str | None = None
     compression: str | None = None
     copy_format: str | None = None
+    transform_workers: int = 0
+    """Worker processes that ran the record path (0: it ran in the load's process)."""
+    workers_start_method: str | None = None
+    """How they were started: ``fork`` or ``spawn`` (``None``: no workers)."""
     rows_copied: int = 0
     rows_streamed: int = 0
     rows_rejected: int = 0

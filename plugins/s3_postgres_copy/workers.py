@@ -57,7 +57,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-__all__ = ["START_METHODS", "OrderedPool", "RemoteTraceback", "WorkerError", "default_start_method"]
+__all__ = [
+    "START_METHODS",
+    "FunctionLoadError",
+    "OrderedPool",
+    "RemoteTraceback",
+    "WorkerError",
+    "default_start_method",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -79,6 +86,10 @@ _PR_SET_PDEATHSIG = 1
 
 class WorkerError(RuntimeError):
     """A worker process died, or failed in a way that cannot be re-raised as its own exception."""
+
+
+class FunctionLoadError(WorkerError):
+    """A spawned worker could not load the function (e.g. its module cannot be imported there)."""
 
 
 class RemoteTraceback(Exception):
@@ -639,7 +650,7 @@ def _spawned(fd: int, parent: int) -> None:
         try:
             func = pickle.loads(payload)
         except BaseException as err:  # noqa: BLE001 - reported to the parent
-            load_error = WorkerError(f"the worker could not load the function: {type(err).__name__}: {err}")
+            load_error = FunctionLoadError(f"the worker could not load the function: {type(err).__name__}: {err}")
             _send_frame(sock, pickle.dumps((_LOAD_FAILED, False, _pack_error(load_error)), protocol=_PROTOCOL))
             return
         code = _serve(sock, func)

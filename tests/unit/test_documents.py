@@ -503,6 +503,15 @@ class TestSchemaValidator:
         with pytest.raises(jsonschema.exceptions.SchemaError, match="is not valid under any of the given schemas"):
             schema_validator({"type": 5})
 
+    def test_pickles_as_its_schema(self) -> None:
+        """A spawned transform worker gets the validator by pickle and builds its own."""
+        import pickle
+
+        validate = pickle.loads(pickle.dumps(schema_validator(self.SCHEMA)))
+        validate({"id": 1})
+        with pytest.raises(ValueError, match="'id' is a required property"):
+            validate({})
+
 
 def csv_encode(data: bytes, chunk_size: int = 1 << 20, **kwargs: Any) -> list[EncodedBlock]:
     return list(CsvEncoder(ROWS, **kwargs).encode(line_blocks(split(data, chunk_size))))

@@ -391,3 +391,17 @@ class TestFraming:
     def test_row_overhead_bounds_the_bytes_a_row_adds(self, layout: RowLayout) -> None:
         payload = layout.encode([b"{}"] * 10, range(10**15, 10**15 + 10))
         assert len(payload) <= 10 * (2 + layout.row_overhead)
+
+
+def test_layouts_pickle_as_their_arguments() -> None:
+    """Spawned transform workers get the load's layout by pickle (``BinaryRows`` keeps unpicklable packers)."""
+    import pickle
+
+    for layout in (
+        TextRows(["k", None], with_line=True),
+        binary_rows(STANDARD, CONSTANTS, with_line=True),
+    ):
+        copy = pickle.loads(pickle.dumps(layout))
+        assert type(copy) is type(layout)
+        assert copy.encode([b'{"a":1}'], [7]) == layout.encode([b'{"a":1}'], [7])
+        assert copy.row_overhead == layout.row_overhead
