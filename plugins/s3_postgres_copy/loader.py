@@ -13,7 +13,6 @@ import datetime
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -271,11 +270,12 @@ class _Load:
         # A table created in this transaction can take frozen rows (no later freezing VACUUM, no hint-bit writes).
         freeze = sink.created and sink.copy_table == sink.table and tolerant is None
         # Closed on any failure: transform worker processes stop at once, not when the load is collected.
-        with closing(self.blocks(layout)) as blocks:
-            segments = Segments(
-                blocks, segment_bytes=options.segment_bytes, keep_payloads=tolerant is not None, on_block=self.account
-            )
-            for segment, payloads in segments:
+        blocks = self.blocks(layout)
+        keep = tolerant is not None
+        try:
+            for segment, payloads in Segments(
+                blocks, segment_bytes=options.segment_bytes, keep_payloads=keep, on_block=self.account
+            ):
                 if tolerant is not None:
                     copied = tolerant.copy(segment, payloads)
                     stats.rows_copied += copied
@@ -284,6 +284,10 @@ class _Load:
                         self.flush_rejects()
                 else:
                     self.copy_strict(segment, payloads, layout, freeze=freeze)
+        finally:
+            close = getattr(blocks, "close", None)
+            if close is not None:
+                close()
 
     def verify(self) -> None:
         """Before commit: the mode's row counts add up, and the user's checks hold for the rows written."""
