@@ -146,6 +146,14 @@ PARAMS = {
         title="Wait interval (s)",
         description="Seconds between checks while waiting for the object.",
     ),
+    "transform_workers": Param(
+        None,
+        type=["null", "integer"],
+        minimum=0,
+        title="Transform workers",
+        description="Processes that run the API transform for blocks of records, in order. 0 or 1: in the task's "
+        "process; empty: the CPUs the task may use, at most 8.",
+    ),
     "lock_timeout": Param(
         None,
         type=["null", "number"],

@@ -393,7 +393,9 @@ def test_connections_parse_as_airflow_connections(services: dict[str, dict[str, 
     extra = aws.extra_dejson
     assert extra["endpoint_url"] == MINIO_ENDPOINT
     assert extra["region_name"] == "us-east-1"
-    assert extra["config_kwargs"] == {"signature_version": "s3v4"}
+    # No config_kwargs: the operator signs with SigV4 itself, and a 4-character "s3v4" in the extra makes
+    # Airflow's secrets masker warn "too short" at the top of every task log.
+    assert "config_kwargs" not in extra
     assert url_host(extra["endpoint_url"]) in services
     assert environment(services["minio-init"])["MINIO_ENDPOINT"] == MINIO_ENDPOINT
 

@@ -35,6 +35,7 @@ from s3_postgres_copy.documents import (
     reason_of,
 )
 from s3_postgres_copy.exceptions import ConfigurationError
+from s3_postgres_copy.jsoncodec import MAX_DEPTH, TOO_DEEP, nested_deeper_than_limit
 from s3_postgres_copy.records import JSON_WHITESPACE, LineBlock, LineCount, csv_records
 
 if TYPE_CHECKING:
@@ -116,8 +117,10 @@ class JsonLinesEncoder(Encoder[LineBlock]):
             docs = self.row_format.fields(data)
             if data.endswith(b"\n"):
                 docs.pop()
-            lines = range(block.first_line, block.first_line + block.count)
-            return EncodedBlock(self.row_format.rows(docs, lines), lines, lines_read=block.count)
+            # A line can only nest deeper than the limit if it is long: only then is anything scanned.
+            if max(map(len, docs), default=0) <= 2 * MAX_DEPTH + 1 or not any(map(nested_deeper_than_limit, docs)):
+                lines = range(block.first_line, block.first_line + block.count)
+                return EncodedBlock(self.row_format.rows(docs, lines), lines, lines_read=block.count)
         return self._encode_lines(block, data)
 
     def _encode_lines(self, block: LineBlock, data: bytes) -> EncodedBlock:
@@ -142,6 +145,8 @@ class JsonLinesEncoder(Encoder[LineBlock]):
             try:
                 if fast:
                     raw.decode("utf-8")
+                    if nested_deeper_than_limit(raw):
+                        raise ValueError(TOO_DEEP)
                     add_doc(raw)
                 else:
                     add_doc(from_json(raw))

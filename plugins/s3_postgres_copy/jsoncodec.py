@@ -44,25 +44,50 @@ from typing import Any, Final, TypeVar
 import msgspec
 import simplejson
 
-__all__ = ["MAX_DEPTH", "dumps_document", "loads_record"]
+__all__ = ["MAX_DEPTH", "dumps_document", "loads_record", "nested_deeper_than_limit"]
 
 MAX_DEPTH: Final = 512
 """Deepest nesting of arrays and objects the record path parses or serialises (``{}`` is 1).
 
 Below Python's default recursion limit (1000) with room to spare, so every record within
 it parses and serialises wherever the caller is; deeper records are bad records with a
-message naming this limit. Lines loaded without a transform or schema are not parsed in
-Python: ``jsonb`` takes them as they are (it accepts about 10,000 levels by default).
+message naming this limit. It is the limit of every path: lines loaded as they are (no
+transform, no schema), which ``jsonb`` would take up to about 10,000 levels, are held to it
+too (:func:`nested_deeper_than_limit`, which only lines long enough to be that deep cost).
 """
 
 _PARSE_TOO_DEEP = (
-    f"invalid JSON: nested deeper than {MAX_DEPTH} levels, the limit for records that are parsed "
-    "(transform or schema); flatten the record, or load it without a transform so jsonb parses it"
+    f"invalid JSON: nested deeper than {MAX_DEPTH} levels, the loader's limit for every record; flatten the record"
 )
+TOO_DEEP: Final = _PARSE_TOO_DEEP
+"""Why a record nested deeper than :data:`MAX_DEPTH` is a bad record."""
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # strings (skipped whole) and brackets
 _DUMP_TOO_DEEP = (
     f"document is not JSON: nested deeper than {MAX_DEPTH} levels (or it contains itself); "
     "return a flatter document from the transform"
 )
+
+
+def nested_deeper_than_limit(raw: bytes) -> bool:
+    """Whether a JSON text nests arrays and objects deeper than :data:`MAX_DEPTH` (without parsing it).
+
+    A text of at most ``2 * MAX_DEPTH + 1`` bytes, or with at most ``MAX_DEPTH`` opening
+    brackets, cannot be (answered at C speed); only such rare long lines are scanned.
+    """
+    if len(raw) <= 2 * MAX_DEPTH + 1 or raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for token in _TOKENS.finditer(raw):
+        char = token.group()
+        if char in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif char in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
 _NUL = "a string holds \\u0000 (NUL), which jsonb cannot store"
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 

@@ -279,6 +279,7 @@ class _Load:
                 if tolerant is not None:
                     copied = tolerant.copy(segment, payloads)
                     stats.rows_copied += copied
+                    stats.copy_statements = tolerant.statements
                     self.copied += copied
                     if self.pending_rejects:
                         self.flush_rejects()
@@ -302,6 +303,7 @@ class _Load:
 
     def copy_strict(self, segment: Segment, payloads: Iterator[bytes], layout: RowLayout, *, freeze: bool) -> None:
         """COPY one segment; a refused row fails the load, naming its source line."""
+        self.stats.copy_statements += 1
         try:
             self.copied += self.sink.copy(payloads, layout, freeze=freeze)
         except DRIVER_ERRORS as err:

@@ -227,6 +227,7 @@ def plan_loads(client: Any, target: Mapping[str, Any], params: Mapping[str, Any]
         "merge_key": list(params["merge_key"]) if mode == "merge" else None,
         "skip_unchanged": bool(params["skip_unchanged"]) and not params["force"] and not staged,
         "lock_timeout": params.get("lock_timeout"),
+        "transform_workers": params.get("transform_workers"),
         "stage": stage_name(table, run_id) if staged else None,
         "batch_id": run_id,
     }

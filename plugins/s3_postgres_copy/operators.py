@@ -151,6 +151,7 @@ class S3ToPostgresCopyOperator(BaseOperator):
         self.chunk_size = chunk_size
         self.progress_interval = progress_interval
         self._loaded: list[LoadStats] = []
+        self._masked = 0
 
     # -- hooks ---------------------------------------------------------------------------
     @cached_property
@@ -175,8 +176,11 @@ class S3ToPostgresCopyOperator(BaseOperator):
                 params={"Bucket": bucket, "Key": key},
                 expires_in=self.url_expires_in,
             )
-            if url:
-                # A pre-signed URL is a credential: keep it (and its signature) out of every log.
+            if url and self._masked < MASKED_URLS:
+                # A pre-signed URL is a credential: the loader never logs one or puts it in an error, and,
+                # as a second line of defence, Airflow's masker hides it. Not for every object of a task
+                # loading thousands: each mask recompiles the masker's regex of all masks (quadratic).
+                self._masked += 1
                 mask_secret(url)
                 for secret in parse_qs(urlsplit(url).query).get("X-Amz-Signature", []):
                     mask_secret(secret)
@@ -227,8 +231,13 @@ class S3ToPostgresCopyOperator(BaseOperator):
             if self.s3_keys:
                 keys = list(self.s3_keys)
                 self.log.info("Loading %d objects, each in its own transaction and batch", len(keys))
-                # Each object is its own batch, so a re-run of this task replaces exactly its objects' rows.
-                results = [self.load_one(key, f"{batch_id}:{key}", plan) for key in keys]
+                # Each object is its own batch (and transaction), so a re-run of this task replaces exactly
+                # its objects' rows; they share one connection.
+                conn = self._connect()
+                try:
+                    results = [self.load_one(key, f"{batch_id}:{key}", plan, conn) for key in keys]
+                finally:
+                    conn.close()
                 return _summary(self.s3_bucket, "", self.table, batch_id, [_brief(stats) for stats in results])
             keys = self.s3_hook.list_keys(bucket_name=self.s3_bucket, prefix=self.s3_prefix) or []
             keys = [key for key in keys if not key.endswith("/")]
@@ -236,10 +245,13 @@ class S3ToPostgresCopyOperator(BaseOperator):
             objects = [self.load_one(key, batch_id, plan).as_dict() for key in keys]
             return _summary(self.s3_bucket, self.s3_prefix or "", self.table, batch_id, objects)
 
-    def load_one(self, key: str, batch_id: str, plan: PreparedLoad | None = None) -> LoadStats:
-        """Load one object in its own transaction."""
+    def _connect(self) -> Any:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+        return PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn()
+
+    def load_one(self, key: str, batch_id: str, plan: PreparedLoad | None = None, conn: Any = None) -> LoadStats:
+        """Load one object in its own transaction (on ``conn`` if given, else on a connection of its own)."""
         from s3_postgres_copy.loader import load_object
         from s3_postgres_copy.source import HttpObjectSource, RetryPolicy
 
@@ -264,13 +276,15 @@ class S3ToPostgresCopyOperator(BaseOperator):
             options.max_bad_rows,
             batch_id,
         )
-        conn = PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn()
+        own = conn is None
+        conn = conn if conn is not None else self._connect()
         try:
             stats = load_object(
                 conn, source, plan, progress=self._progress_logger(), progress_interval=self.progress_interval
             )
         finally:
-            conn.close()
+            if own:
+                conn.close()
         self._loaded.append(stats)
         self.log.info(
             "Loaded %s into %s: %d rows copied, %d rejected, %d lines (%d blank), %.1f MB read, "
@@ -367,7 +381,20 @@ def _failing_terminal_errors() -> Iterator[None]:
         raise
 
 
-BRIEF = ("source_key", "source_etag", "batch_id", "rows_copied", "rows_rejected", "lines_read", "skipped", "seconds")
+MASKED_URLS = 50
+"""Pre-signed URLs of one task that are registered with Airflow's secrets masker (see ``_url_factory``)."""
+BRIEF = (
+    "source_key",
+    "source_etag",
+    "batch_id",
+    "rows_copied",
+    "rows_rejected",
+    "lines_read",
+    "skipped",
+    "seconds",
+    "transform_workers",
+    "workers_start_method",
+)
 """What the XCom of a load of many objects keeps of each (the ledger has the rest)."""
 
 

@@ -32,6 +32,7 @@ import os
 import pickle
 from collections import deque
 from collections.abc import Iterable, Iterator
+from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,8 @@ __all__ = ["MAX_DEFAULT_WORKERS", "available_cpus", "default_transform_workers",
 
 MAX_DEFAULT_WORKERS = 8
 """The most worker processes the default (``transform_workers=None``) starts."""
+IN_PROCESS_UNITS = 2
+"""Units (about 1 MiB each) encoded in this process before workers start: an object of no more never starts them."""
 IN_FLIGHT_PER_WORKER = 2
 """Units sent to the workers and not yet copied, per worker: one being encoded, one waiting."""
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -107,10 +110,19 @@ def _in_workers(
     method = default_start_method()
     if method == "spawn":
         _check_spawnable(encoder, count)
+    all_units = iter(encoder.units(blocks))
+    # A small object (a file of a prefix of thousands, say) is not worth starting processes for.
+    head = list(islice(all_units, IN_PROCESS_UNITS + 1))
+    for unit in head[:IN_PROCESS_UNITS]:
+        yield encoder.encode_unit(unit)
+    if len(head) <= IN_PROCESS_UNITS:
+        if stats is not None:
+            stats.transform_workers, stats.workers_start_method = 1, "in-process (small object)"
+        return
     in_flight: deque[tuple[int, int] | None] = deque()  # the line range of each unit sent and not yet yielded
 
     def units() -> Iterator[Any]:
-        for unit in encoder.units(blocks):
+        for unit in chain(head[IN_PROCESS_UNITS:], all_units):
             in_flight.append(_lines_of(unit))
             yield unit
 

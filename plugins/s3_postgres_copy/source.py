@@ -20,6 +20,7 @@ import logging
 import re
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -478,32 +479,57 @@ def _strong_date(last_modified: str | None, date: str | None) -> bool:
     return modified is not None and sent is not None and (sent - modified).total_seconds() >= STRONG_LAST_MODIFIED
 
 
+GZIP_PIECE = 4096
+"""Bytes per inflate call once a file shows several gzip members (see :func:`gunzip`)."""
+
+
 def gunzip(chunks: Iterator[bytes], *, max_output: int = CHUNK_SIZE, name: str = "object") -> Iterator[bytes]:
-    """Decompress gzip (all members of a multi-member file) with bounded output per step."""
+    """Decompress gzip (all members of a multi-member file) with bounded output per step.
+
+    zlib stops at the end of each member and hands back the rest of its input as a copy
+    (``unused_data``): fed whole 1 MiB chunks, a file of 200k one-line members would copy the
+    rest of a chunk 200k times. Once a second member shows up, input is fed in
+    :data:`GZIP_PIECE`-byte pieces, so each member's end copies at most that much.
+    """
     decompressor = zlib.decompressobj(wbits=31)
     started = False
+    small = False
     out = b""
+    pending: deque[bytes] = deque()
     for chunk in chunks:
-        data = chunk
-        while data or (started and not decompressor.eof and len(out) == max_output):
-            if not started and not data.strip(b"\0"):
-                break  # zero padding after the last member, however it is chunked
-            started = True
-            try:
-                out = decompressor.decompress(data, max_output)
-            except zlib.error as err:
-                raise SourceError(f"{name} is not valid gzip: {err}") from None
-            if out:
-                yield out
-            if decompressor.eof:
-                data = decompressor.unused_data
-                decompressor = zlib.decompressobj(wbits=31)
-                started = False
-                out = b""
-            else:
-                data = decompressor.unconsumed_tail
+        pending.append(chunk)
+        while pending:
+            data = pending.popleft()
+            if small and len(data) > GZIP_PIECE:
+                pending.extendleft(reversed(_pieces(data[GZIP_PIECE:])))
+                data = data[:GZIP_PIECE]
+            while data or (started and not decompressor.eof and len(out) == max_output):
+                if not started and data[:1] == b"\0" and not data.strip(b"\0"):
+                    break  # zero padding after the last member, however it is chunked
+                started = True
+                try:
+                    out = decompressor.decompress(data, max_output)
+                except zlib.error as err:
+                    raise SourceError(f"{name} is not valid gzip: {err}") from None
+                if out:
+                    yield out
+                if decompressor.eof:
+                    data = decompressor.unused_data
+                    decompressor = zlib.decompressobj(wbits=31)
+                    started = False
+                    out = b""
+                    if not small and len(data) > GZIP_PIECE:
+                        small = True  # several members: small pieces from here on
+                        pending.appendleft(data)
+                        break
+                else:
+                    data = decompressor.unconsumed_tail
     if started:
         raise SourceError(f"{name} is truncated: the gzip stream ends mid-member")
+
+
+def _pieces(data: bytes) -> list[bytes]:
+    return [data[i : i + GZIP_PIECE] for i in range(0, len(data), GZIP_PIECE)]
 
 
 def sniff_gzip(chunks: Iterator[bytes]) -> tuple[bool, Iterator[bytes]]:

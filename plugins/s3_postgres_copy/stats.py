@@ -47,6 +47,8 @@ class LoadStats:
     skipped: bool = False
     skip_reason: str | None = None
     lock_wait_seconds: float = 0.0
+    copy_statements: int = 0
+    """COPY commands sent (one per segment; more when tolerant mode recovers refused rows)."""
     lines_read: int = 0
     blank_lines: int = 0
     header_lines: int = 0

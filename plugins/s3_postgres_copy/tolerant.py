@@ -70,7 +70,7 @@ class TolerantCopy:
         self.describe = describe
         self.parse_documents = parse_documents
         self.statements = 0
-        """COPY statements sent to recover refused segments (for the stats and the benchmark)."""
+        """COPY statements sent, the segments' own and those that recovered refused ones."""
 
     def copy(self, segment: Segment, payloads: Iterator[bytes]) -> int:
         """COPY a segment fed by ``payloads`` (which fill the segment); return how many rows were loaded."""
@@ -82,6 +82,7 @@ class TolerantCopy:
 
     def _attempt(self, payloads: Iterator[bytes]) -> None:
         sink = self.sink
+        self.statements += 1
         sink.savepoint()
         try:
             sink.copy(payloads, self.layout)
@@ -94,7 +95,9 @@ class TolerantCopy:
         sink.release()
 
     def _recover(self, segment: Segment, refused: Refused) -> int:
-        rows = self.layout.split(b"".join(segment.payloads))
+        # Row by row from each payload (no joined copy of the segment), and the payloads let go.
+        rows = [row for payload in segment.payloads for row in self.layout.split(payload)]
+        segment.payloads.clear()
         lines = list(segment.lines)
         failure: Refused | None = refused
         if self.parse_documents and sqlstate(refused.error) == _INVALID_JSON:
@@ -111,7 +114,6 @@ class TolerantCopy:
             end = hi if whole else min(hi, lo + window)
             if failure is None:
                 try:
-                    self.statements += 1
                     self._attempt(iter([b"".join(rows[lo:end])]))
                 except Refused as again:
                     failure = again

@@ -45,6 +45,8 @@ BACKFILL_DATES = (TODAY - dt.timedelta(days=6), TODAY - dt.timedelta(days=5))
 # The scheduler creates the latest nightly run by itself at start-up (catchup=False): today's or
 # yesterday's, depending on the hour. Both get a file so that run succeeds too.
 NIGHTLY_DATES = (TODAY - dt.timedelta(days=1), TODAY)
+# Historical files, long before the DAG's first nightly run: a manual run and a backfill must load them.
+HISTORICAL_DATES = (dt.date(2024, 3, 4), dt.date(2024, 3, 5))
 
 
 def object_key(day: dt.date) -> str:
@@ -90,7 +92,7 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]
         s3 = stack.enter_context(LocalS3())
         s3.create_bucket(BUCKET)
         uploaded: dict[str, int] = {}
-        days = (MANUAL_DATE, *BACKFILL_DATES, *NIGHTLY_DATES)
+        days = (MANUAL_DATE, *BACKFILL_DATES, *NIGHTLY_DATES, *HISTORICAL_DATES)
         for seed, day in enumerate(days, start=1):
             key = object_key(day)
             s3.put_object(BUCKET, key, gzip_bytes(jsonl_bytes(RECORDS + seed, seed=seed)))

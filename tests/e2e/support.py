@@ -84,6 +84,11 @@ class ApiClient:
         body = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
         return sorted(body["task_instances"], key=lambda t: (t["task_id"], t["map_index"]))
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
+        """The return value of a task instance (``map_index`` for a mapped one)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        return self.get(path, params={"map_index": map_index, "deserialize": True})["value"]
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, list[str | None]]:
         """``task_id`` → states of its task instances (one per map index)."""
         states: dict[str, list[str | None]] = {}

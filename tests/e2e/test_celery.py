@@ -236,7 +236,8 @@ def test_mapped_loads_run_on_both_celery_workers(celery_stack: CeleryStack) -> N
     t0 = time.monotonic()
     created = api.post(
         f"/dags/{DAG_ID}/dagRuns",
-        {"logical_date": "2026-11-20T12:00:00Z", "conf": {"prefix": PREFIX, "table": TABLE}},
+        # The API transform in two forked worker processes per load task, inside Celery's prefork pool.
+        {"logical_date": "2026-11-20T12:00:00Z", "conf": {"prefix": PREFIX, "table": TABLE, "transform_workers": 2}},
     )
     run_id = created["dag_run_id"]
     try:
@@ -254,6 +255,8 @@ def test_mapped_loads_run_on_both_celery_workers(celery_stack: CeleryStack) -> N
     assert {ti["hostname"] for ti in tis} <= set(WORKERS), [(ti["task_id"], ti["hostname"]) for ti in tis]
     assert {ti["hostname"] for ti in loads} == set(WORKERS), [(ti["map_index"], ti["hostname"]) for ti in loads]
     assert not api.retried(DAG_ID, run_id), "a task needed a retry"
+    reports = [o for i in range(PARTS) for o in api.xcom(DAG_ID, run_id, "load", i)["objects"]]
+    assert {(o["transform_workers"], o["workers_start_method"]) for o in reports} == {(2, "fork")}
 
     # The rows landed exactly: every object's records once, each object its own batch.
     with stack.pg.connect("warehouse") as conn:

@@ -24,7 +24,16 @@ from playwright.sync_api import expect
 
 from harness.sample import csv_bytes
 
-from .conftest import BACKFILL_DATES, BUCKET, MANUAL_DATE, NIGHTLY_DATES, Standalone, _timing, object_key
+from .conftest import (
+    BACKFILL_DATES,
+    BUCKET,
+    HISTORICAL_DATES,
+    MANUAL_DATE,
+    NIGHTLY_DATES,
+    Standalone,
+    _timing,
+    object_key,
+)
 from .support import assert_not_blank
 
 if TYPE_CHECKING:
@@ -178,6 +187,45 @@ def test_backfill_two_dates(standalone: Standalone) -> None:
     while standalone.api.get(f"/backfills/{backfill['id']}")["completed_at"] is None:
         assert time.monotonic() < deadline, "the scheduler never marked the backfill complete"
         time.sleep(2)
+
+
+def test_historical_dates_load_by_hand_and_by_backfill(standalone: Standalone) -> None:
+    """Dates long before the first nightly run: a manual run loads its file, and so does a real backfill."""
+    _ensure_unpaused(standalone)
+    manual_day, backfill_day = HISTORICAL_DATES
+    created = standalone.api.post(
+        f"/dags/{DAG_ID}/dagRuns", {"logical_date": _iso(manual_day), "conf": {"table": "e2e_history"}}
+    )
+    run = standalone.api.wait_for_run(DAG_ID, created["dag_run_id"], timeout=RUN_TIMEOUT)
+    assert run["state"] == "success", standalone.api.describe(DAG_ID, run["dag_run_id"])
+    assert standalone.api.task_states(DAG_ID, run["dag_run_id"]) == SUCCESS_STATES
+    _assert_loaded(standalone, "e2e_history", object_key(manual_day), run["dag_run_id"])
+
+    backfill = standalone.api.post(
+        "/backfills",
+        {
+            "dag_id": DAG_ID,
+            "from_date": _iso(backfill_day, 0),
+            "to_date": _iso(backfill_day, 3),
+            "dag_run_conf": {"table": "e2e_history"},
+            "reprocess_behavior": "none",
+            "max_active_runs": 1,
+        },
+    )
+    deadline = time.monotonic() + 2 * RUN_TIMEOUT
+    runs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        runs = [
+            r
+            for r in standalone.api.get(f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})["dag_runs"]
+            if dt.datetime.fromisoformat(r["logical_date"]).date() == backfill_day
+        ]
+        if runs and all(r["state"] in ("success", "failed") for r in runs):
+            break
+        time.sleep(2)
+    assert [r["state"] for r in runs] == ["success"], backfill
+    assert standalone.api.task_states(DAG_ID, runs[0]["dag_run_id"]) == SUCCESS_STATES
+    _assert_loaded(standalone, "e2e_history", object_key(backfill_day), runs[0]["dag_run_id"])
 
 
 # -- the UI in headless Chromium, driven by Playwright (after the runs, so the page shows them) --

@@ -89,7 +89,17 @@ class TestMerge:
         denv.put("day2.jsonl", lines(DAY2))
         denv.load("day2.jsonl", table, mode="merge", merge_key=["npi"], batch_id="a")
         before = versions(denv, table)
-        again = denv.load("day2.jsonl", table, mode="merge", merge_key=["npi"], batch_id="b")
+        denv.put("one.jsonl", lines(DAY2[:1]))
+
+        def wal_of(key: str, batch: str) -> Any:
+            lsn = denv.execute("SELECT pg_current_wal_lsn()")[0][0]
+            stats = denv.load(key, table, mode="merge", merge_key=["npi"], batch_id=batch)
+            return stats, denv.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", [lsn])[0][0]
+
+        _, fixed = wal_of("one.jsonl", "one")  # a load's own WAL: the staging table's catalog rows, the ledger
+        again, wal = wal_of("day2.jsonl", "b")
+        # Not even a row lock for the 3,000 unchanged rows (ON CONFLICT locks what it matches: ~56 B of WAL each).
+        assert wal - fixed < 60_000, (wal, fixed)
         assert (again.rows_inserted, again.rows_updated, again.rows_unchanged, again.rows_deduplicated) == (
             0,
             0,

@@ -50,6 +50,12 @@ TOLERANT = {"max_bad_rows": 100_000}
 READ_SIZE = 32 << 10  # 32 KiB reads: ~100 lines a block
 
 
+@pytest.fixture(autouse=True)
+def workers_from_the_first_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These objects are small: let workers start at the first block (a load keeps the first two in-process)."""
+    monkeypatch.setattr(pipeline, "IN_PROCESS_UNITS", 0)
+
+
 def jsonl_object(n: int = 4000) -> bytes:
     lines = list(jsonl_lines(n, seed=21))
     lines.insert(10, b"\n")
@@ -279,6 +285,15 @@ class TestWhereWorkersAreNotUsed:
 
         expected = min(len(os.sched_getaffinity(0)), 8)
         assert stats.transform_workers == (expected if expected > 1 else 0)
+
+
+def test_a_small_object_starts_no_worker(env: IntegrationEnv, table: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "IN_PROCESS_UNITS", 2)
+    monkeypatch.setattr(pipeline, "OrderedPool", None)  # would fail if called
+    env.put("tw/small.jsonl", b"".join(jsonl_lines(500, seed=27)))
+    stats = env.load("tw/small.jsonl", table, transform=PICKY, transform_workers=2, **TOLERANT)
+    assert (stats.transform_workers, stats.workers_start_method) == (1, "in-process (small object)")
+    assert stats.rows_copied + stats.rows_rejected == 500
 
 
 class TestSpawnNeedsAnImportableTransform:

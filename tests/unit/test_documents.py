@@ -642,3 +642,25 @@ class TestJsonLinesAccounting:
         assert sum(o.blank_lines for o in blocks) == 3
         assert [r.line for o in blocks for r in o.rejects] == [4]
         assert [line for o in blocks for line in o.lines] == [2, 5, 7]
+
+
+class TestOneNestingLimit:
+    """Every path holds records to ``jsoncodec.MAX_DEPTH`` levels (the record path's parser could not go further)."""
+
+    @staticmethod
+    def _deep(levels: int) -> bytes:
+        return b'{"a":' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+    @PATHS
+    def test_at_the_limit_loads_past_it_is_a_bad_record(self, path: str) -> None:
+        from s3_postgres_copy.jsoncodec import MAX_DEPTH, TOO_DEEP
+
+        data = b'{"ok":1}\n' + self._deep(MAX_DEPTH) + b"\n" + self._deep(MAX_DEPTH + 1) + b"\n" + b'{"ok":2}\n'
+        out = encoder(path).encode_block(block(data))
+        assert list(out.lines) == [1, 2, 4]
+        assert [(r.line, r.error) for r in out.rejects] == [(3, TOO_DEEP)]
+
+    def test_brackets_inside_strings_do_not_count(self) -> None:
+        line = b'{"a": "' + b"[" * 5000 + b'", "b": [' + b"{}," * 2000 + b"{}]}"
+        out = encoder("fast").encode_block(block(line + b"\n"))
+        assert (list(out.lines), out.rejects) == ([1], [])
