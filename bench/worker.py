@@ -54,6 +54,7 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         batch_id=spec["batch_id"],
         segment_bytes=int(spec.get("segment_bytes") or (32 << 20)),
         copy_format=spec.get("copy_format") or "auto",
+        **(spec.get("options") or {}),  # more LoadOptions fields (mode, merge_key, max_bad_rows, ...)
     )
     url = spec["url"]
 
