@@ -452,6 +452,9 @@ def print_report(out: dict[str, Any]) -> None:
         print("\n-- Client profile (--profile) --")
         for line in profile.get("summary_lines", []):
             print(line)
+    from bench.sections_report import print_sections
+
+    print_sections(out)
     checks = out.get("targets", [])
     if checks:
         print("\n-- Targets --")
@@ -489,6 +492,10 @@ def finish(out: dict[str, Any], path: Path) -> None:
     out["results"] = summarize(out)
     out["cpu_breakdown"] = cpu_breakdown(out)
     out["targets"] = targets(out, out["results"])
+    from bench import sections_report
+
+    out["targets"] += sections_report.targets(out)
+    out["section_tables"] = sections_report.tables(out)
     out.setdefault("notes", []).extend(
         [
             "fsync=off, full_page_writes=off, synchronous_commit=off on the bench server (harness defaults): "
