@@ -11,7 +11,7 @@ same shape, key and options:
   (``copy_format="text"``) and tolerant mode (``max_bad_rows=10``: text rows, a segment's
   payloads kept to re-send);
 * a gzip object of one-line members (the main data's records, each compressed on its own),
-  under the same key.
+  under the same key; and the same records as one member, for the time it takes.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ VARIANTS = {
     "text": ("{}", {}, "text", "text rows (copy_format='text')"),
     "tolerant": ("{}", {"max_bad_rows": 10}, "auto", "tolerant mode (max_bad_rows=10, text rows)"),
     "gzip_members": ("members", {}, "auto", "gzip, one member per line (binary rows)"),
+    "gzip_one_member": ("one_member", {}, "auto", "the same records as one gzip member (for the time)"),
 }
 
 
@@ -64,6 +65,13 @@ def write_members(path: Path, lines: list[bytes]) -> int:
     return path.stat().st_size
 
 
+def write_one_member(path: Path, lines: list[bytes]) -> int:
+    """The same lines as one gzip member (level 1); return bytes."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+    path.write_bytes(packer.compress(b"".join(lines)) + packer.flush())
+    return path.stat().st_size
+
+
 def small_records_section(ctx: Context, *, lines: int, members: int, log: Callable[[str], None]) -> dict[str, Any]:
     """Peak RSS of each shape at ``lines`` (``members`` for the gzip one) and at :data:`TINY` lines."""
     started = time.monotonic()
@@ -78,11 +86,12 @@ def small_records_section(ctx: Context, *, lines: int, members: int, log: Callab
         objects["{}", size] = (key, nbytes)
     record_lines = first_lines(ctx.main, members)
     for size in (TINY, members):
-        path = directory / f"members-{size}.jsonl.gz"
-        nbytes = write_members(path, record_lines[:size])
-        key = long_key(f"members-{size}", ".jsonl.gz")
-        upload(ctx, path, key)
-        objects["members", size] = (key, nbytes)
+        for shape, write in (("members", write_members), ("one_member", write_one_member)):
+            path = directory / f"{shape}-{size}.jsonl.gz"
+            nbytes = write(path, record_lines[:size])
+            key = long_key(f"{shape}-{size}", ".jsonl.gz")
+            upload(ctx, path, key)
+            objects[shape, size] = (key, nbytes)
     drop(ctx, TABLE)
     create_table(ctx.pg, TABLE)
     log(
@@ -91,7 +100,7 @@ def small_records_section(ctx: Context, *, lines: int, members: int, log: Callab
     )
     runs: dict[str, dict[str, Any]] = {}
     for name, (shape, options, copy_format, label) in VARIANTS.items():
-        big = members if shape == "members" else lines
+        big = lines if shape == "{}" else members
         runs[name] = {"label": label, "lines": big}
         for which, size in (("tiny", TINY), ("big", big)):
             key, nbytes = objects[shape, size]
