@@ -298,6 +298,7 @@ def _peer(ctx: Context, merge_file: MergeFile, sample: int, fixed: bool, log: Ca
         "sample": sample,
         "points": points,
         **fitted,
+        "per_record_us": fitted["per_record"] * 1e6,  # report._clean rounds floats to 4 decimals
         "seconds": fitted["fixed"] + fitted["per_record"] * merge_file.records,
         "wal_bytes": largest["wal_bytes"] / largest["records"] * merge_file.records,
         "conflict_column": "npi text with a unique index (replace_index takes column names, not expressions)",

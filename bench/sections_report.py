@@ -162,7 +162,8 @@ def merge_tables(section: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{last['rows_updated']:,} of {last['records']:,} / {last['rows_hot_updated']:,}",
                 "—",
                 f"{last['peak_rss_mb']:.0f} MB*",
-                f"{peer['fixed']:.2f} s + {peer['per_record'] * 1e6:.0f} µs/record; every conflicting row rewritten",
+                f"{peer['fixed']:.2f} s + {peer.get('per_record_us', peer['per_record'] * 1e6):.0f} µs/record; "
+                "every conflicting row rewritten",
             ]
         )
     tables = [
