@@ -14,6 +14,8 @@
 
 Optional sections: ``--settings`` (server settings for big loads), ``--segments`` (the loader's
 ``segment_bytes``), ``--profile`` (py-spy of the worker and the client's per-stage CPU).
+Maintenance sections, on by default (:mod:`bench.sections`): ``--merge``, ``--snapshot``,
+``--small-records``, ``--refusals``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from bench import RESULTS, add_paths
 
 add_paths()
 
-from bench import contenders, data, report  # noqa: E402 - paths first
+from bench import contenders, data, report, sections  # noqa: E402 - paths first
 from bench.procstat import cpu_model, mem_total_mb  # noqa: E402
 from bench.server import (  # noqa: E402
     TABLE,
@@ -150,7 +152,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where the JSON goes (default: bench/results/latest.json; quick.json with --quick)",
     )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (data files, COPY rows)")
+    sections.add_arguments(parser)
     args = parser.parse_args(argv)
+    sections.resolve(args)
     defaults = QUICK if args.quick else FULL
     if args.output is None:
         args.output = RESULTS / ("quick.json" if args.quick else "latest.json")
@@ -278,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 from bench.profiling import profile
 
                 out["profile"] = profile(ctx, out, log)
+            sections.run(args, ctx, out, log)
             ctx.admin.close()
     finally:
         pg.stop()

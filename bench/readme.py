@@ -66,6 +66,9 @@ def render(out: dict[str, Any]) -> str:
                 f"| {row['contender']} | {_cell(row['records'])} | {_cell(row['seconds'])} | "
                 f"{_cell(row['rows_per_s'], 0)} | {cpu} | {rss} | {row.get('note', '')} |"
             )
+    from bench.sections_report import markdown
+
+    lines += markdown(out)
     lines += ["", "| target | value | |", "|---|---|---|"]
     for check in out.get("targets", []):
         result = check.get("verdict") or ("PASS" if check["pass"] else "FAIL")

@@ -663,6 +663,9 @@ def print_report(out: dict[str, Any]) -> None:
             ["stage", *names],
             [[stage, *(_num(record["stages_us"][n][stage]) for n in names)] for stage in stage_names],
         )
+    from bench.sections_report import print_sections
+
+    print_sections(out)
     checks = out.get("targets", [])
     if checks:
         print("\n-- Targets --")
@@ -703,6 +706,10 @@ def finish(out: dict[str, Any], path: Path) -> None:
     if out.get("record_path"):
         out["record_path_results"] = record_path_summary(out["record_path"])
         out["targets"].extend(out["record_path_results"]["targets"])
+    from bench import sections_report
+
+    out["targets"] += sections_report.targets(out)
+    out["section_tables"] = sections_report.tables(out)
     out.setdefault("notes", []).extend(
         [
             "fsync=off, full_page_writes=off, synchronous_commit=off on the bench server (harness defaults): "

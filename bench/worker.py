@@ -81,6 +81,7 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         copy_format=spec.get("copy_format") or "auto",
         transform=spec.get("transform"),
         transform_workers=spec.get("transform_workers"),
+        **(spec.get("options") or {}),  # more LoadOptions fields (mode, merge_key, max_bad_rows, ...)
     )
     url = spec["url"]
 
