@@ -151,7 +151,6 @@ class S3ToPostgresCopyOperator(BaseOperator):
         self.chunk_size = chunk_size
         self.progress_interval = progress_interval
         self._loaded: list[LoadStats] = []
-        self._masked = 0
 
     # -- hooks ---------------------------------------------------------------------------
     @cached_property
@@ -176,11 +175,11 @@ class S3ToPostgresCopyOperator(BaseOperator):
                 params={"Bucket": bucket, "Key": key},
                 expires_in=self.url_expires_in,
             )
-            if url and self._masked < MASKED_URLS:
+            if url and _MASKED[0] < MASKED_URLS:
                 # A pre-signed URL is a credential: the loader never logs one or puts it in an error, and,
-                # as a second line of defence, Airflow's masker hides it. Not for every object of a task
+                # as a second line of defence, Airflow's masker hides it. Not for every object of a process
                 # loading thousands: each mask recompiles the masker's regex of all masks (quadratic).
-                self._masked += 1
+                _MASKED[0] += 1
                 mask_secret(url)
                 for secret in parse_qs(urlsplit(url).query).get("X-Amz-Signature", []):
                     mask_secret(secret)
@@ -382,7 +381,8 @@ def _failing_terminal_errors() -> Iterator[None]:
 
 
 MASKED_URLS = 50
-"""Pre-signed URLs of one task that are registered with Airflow's secrets masker (see ``_url_factory``)."""
+"""Pre-signed URLs of one process that are registered with Airflow's secrets masker (see ``_url_factory``)."""
+_MASKED = [0]
 BRIEF = (
     "source_key",
     "source_etag",
