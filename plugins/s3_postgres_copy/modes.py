@@ -57,6 +57,10 @@ class Mode:
     """One sentence for the trigger form and the docs."""
     needs_source_key: ClassVar[bool] = False
     """Whether the mode finds an object's rows by the ``source_key`` column."""
+    counts_what_it_wrote: ClassVar[bool] = False
+    """Whether :meth:`written` holds exactly the load's rows, so :meth:`reconcile` counts them before commit."""
+    written_rows: ClassVar[str] = "the table"
+    """What :meth:`written` is, for messages."""
 
     def check(self, options: LoadOptions) -> None:
         """Raise ``ValueError`` for options this mode cannot work with."""
@@ -94,6 +98,10 @@ class Mode:
             problems.append(
                 f"{stats.lines_read} lines read but {stats.lines_read - stats.unaccounted_lines} accounted for"
             )
+        if self.counts_what_it_wrote:
+            held = _count(load, self.written(load))
+            if held != stats.rows_copied:
+                problems.append(f"{self.written_rows} holds {held} rows, the load copied {stats.rows_copied}")
         return problems
 
     def ledger_state(self, load: LoadState) -> str:
@@ -152,6 +160,8 @@ class Replace(Mode):
         "the object's earlier rows (same key) are replaced: one set of rows per file, re-runs never duplicate."
     )
     needs_source_key = True
+    counts_what_it_wrote = True
+    written_rows = "the table, for the key,"
 
     def before_copy(self, load: LoadState) -> None:
         """Delete the rows (and rejects) of an earlier load of this key."""
@@ -164,14 +174,6 @@ class Replace(Mode):
         return sql.SQL("(SELECT 1 FROM {} WHERE {} = {})").format(
             sink.table, sql.Identifier(sink.columns.source_key or "source_key"), sql.Literal(entry.source_key)
         )
-
-    def reconcile(self, load: LoadState, copied: int) -> list[str]:
-        """The table holds exactly the rows this load copied for the key."""
-        problems = super().reconcile(load, copied)
-        held = _count(load, self.written(load))
-        if held != load.stats.rows_copied:
-            problems.append(f"the table holds {held} rows for the key, the load copied {load.stats.rows_copied}")
-        return problems
 
 
 class Append(Mode):
@@ -269,6 +271,8 @@ class Snapshot(Mode):
         "the table becomes exactly this run's rows (one object, or every object under the prefix): readers see the "
         "old content until the commit, never a partial one."
     )
+    counts_what_it_wrote = True
+    written_rows = "the new content"
 
     def check(self, options: LoadOptions) -> None:
         """Staging an object of a prefix snapshot finds its rows again by ``source_key``."""
@@ -297,14 +301,6 @@ class Snapshot(Mode):
         return sql.SQL("(SELECT * FROM {} WHERE {} = {})").format(
             load.sink.copy_table, sql.Identifier(_required(load, "source_key")), sql.Literal(load.options.key)
         )
-
-    def reconcile(self, load: LoadState, copied: int) -> list[str]:
-        """The new content is exactly the rows copied."""
-        problems = super().reconcile(load, copied)
-        held = _count(load, self.written(load))
-        if held != load.stats.rows_copied:
-            problems.append(f"the new content holds {held} rows, the load copied {load.stats.rows_copied}")
-        return problems
 
     def ledger_state(self, load: LoadState) -> str:
         """A staged object is published later, with the others."""

@@ -22,7 +22,7 @@ from psycopg import sql
 from s3_postgres_copy.checks import parse_checks, run_checks
 from s3_postgres_copy.exceptions import CheckFailedError, ConfigurationError
 from s3_postgres_copy.identifiers import split_table
-from s3_postgres_copy.ledger import Ledger
+from s3_postgres_copy.ledger import Ledger, LedgerEntry
 from s3_postgres_copy.sink import Columns, PostgresSink, derived_identifier
 
 
@@ -89,46 +89,48 @@ def publish(
     staging = PostgresSink(conn, stage, columns)
     parsed = parse_checks(checks)
     try:
-        if staging.table_columns() is None:
-            raise ConfigurationError(f"the snapshot's staging table {stage} does not exist: no object was staged")
         ledger = Ledger(sink)
-        staged = [entry for entry in ledger.entries(batch_ids) if entry.state == "staged"]
-        missing = sorted(set(batch_ids) - {entry.batch_id for entry in staged})
-        if missing:
-            drop_stage(sink, staging)
-            sink.commit()
-            raise CheckFailedError(
-                table,
-                "snapshot complete",
-                f"{len(missing)} of {len(batch_ids)} objects were not staged (first: {missing[0]}); "
-                "the table was left as it was and the staging table dropped",
-            )
+        staged = _staged(sink, staging, ledger, batch_ids)
         sink.lock_table(timeout=lock_timeout, interval=interval)
         passed = run_checks(sink, parsed, staging.table, location=f"the snapshot of {table}")
         deleted = sink.delete_all(rejects=False)
         names = sql.SQL(", ").join(sql.Identifier(name) for _, name in columns.roles())
-        rows = int(
-            sink.execute(
-                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(sink.table, names, names, staging.table)
-            ).rowcount
-        )
+        insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(sink.table, names, names, staging.table)
+        rows = int(sink.execute(insert).rowcount)
         expected = sum(int(entry.counts["rows_copied"] or 0) for entry in staged)
         if rows != expected:
-            raise CheckFailedError(
-                table, "row count", f"the staging table holds {rows} rows, the loads staged {expected}"
-            )
-        sink.execute(
-            sql.SQL(
-                "UPDATE {} SET state = 'published', finished_at = clock_timestamp() WHERE batch_id = ANY(%s)"
-            ).format(ledger.table),
-            [list(batch_ids)],
+            reason = f"the staging table holds {rows} rows, the loads staged {expected}"
+            raise CheckFailedError(table, "row count", reason)
+        published = sql.SQL(
+            "UPDATE {} SET state = 'published', finished_at = clock_timestamp() WHERE batch_id = ANY(%s)"
         )
+        sink.execute(published.format(ledger.table), [list(batch_ids)])
         drop_stage(sink, staging)
         sink.commit()
     except BaseException:
         sink.rollback()
         raise
     return Published(len(staged), rows, deleted, passed)
+
+
+def _staged(sink: PostgresSink, staging: PostgresSink, ledger: Ledger, batch_ids: Sequence[str]) -> list[LedgerEntry]:
+    """The ledger rows of the staged objects; every object must be there (else the stage is dropped)."""
+    if staging.table_columns() is None:
+        raise ConfigurationError(
+            f"the snapshot's staging table {staging.table_name} does not exist: no object was staged"
+        )
+    staged = [entry for entry in ledger.entries(batch_ids) if entry.state == "staged"]
+    missing = sorted(set(batch_ids) - {entry.batch_id for entry in staged})
+    if missing:
+        drop_stage(sink, staging)
+        sink.commit()
+        raise CheckFailedError(
+            sink.table_name,
+            "snapshot complete",
+            f"{len(missing)} of {len(batch_ids)} objects were not staged (first: {missing[0]}); "
+            "the table was left as it was and the staging table dropped",
+        )
+    return staged
 
 
 def drop_stage(sink: PostgresSink, staging: PostgresSink) -> None:

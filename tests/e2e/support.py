@@ -101,7 +101,7 @@ class ApiClient:
         return {
             f"{ti['task_id']}[{ti['map_index']}]": ti["try_number"]
             for ti in self.task_instances(dag_id, run_id)
-            if ti["try_number"] != 1
+            if ti["try_number"] > 1  # 0: never ran (a skipped task)
         }
 
     def describe(self, dag_id: str, run_id: str) -> str:

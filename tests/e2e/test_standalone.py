@@ -148,34 +148,42 @@ def test_trigger_run_with_conf(standalone: Standalone) -> None:
     assert stats["rows_rejected"] == 0
 
 
-def test_backfill_two_dates(standalone: Standalone) -> None:
-    _ensure_unpaused(standalone)
-    first, last = BACKFILL_DATES
-    t0 = time.monotonic()
+def _backfill(
+    standalone: Standalone, first: dt.date, last: dt.date, table: str
+) -> tuple[dict[str, Any], dict[dt.date, Any]]:
+    """A real backfill of ``first``..``last`` through the REST API; the backfill and its finished runs by date."""
     backfill = standalone.api.post(
         "/backfills",
         {
             "dag_id": DAG_ID,
             "from_date": _iso(first, 0),
             "to_date": _iso(last, 3),
-            "dag_run_conf": {"table": "e2e_backfill"},
+            "dag_run_conf": {"table": table},
             "reprocess_behavior": "none",
-            # A backfill's runs obey the backfill's max_active_runs (default 10), not the DAG's
-            # max_active_runs=1: two runs creating the same new table at once collide in PostgreSQL
-            # (CREATE TABLE IF NOT EXISTS is not concurrency-safe) and the loser needs a retry.
+            # One run at a time, as the DAG's max_active_runs=1 (a backfill's runs obey its own setting).
             "max_active_runs": 1,
         },
     )
     assert backfill["dag_id"] == DAG_ID
+    days = {first + dt.timedelta(days=i) for i in range((last - first).days + 1)}
     deadline = time.monotonic() + 2 * RUN_TIMEOUT
-    runs: list[dict[str, Any]] = []
+    by_day: dict[dt.date, Any] = {}
     while time.monotonic() < deadline:
         runs = standalone.api.get(f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})["dag_runs"]
-        if len(runs) == 2 and all(run["state"] in ("success", "failed") for run in runs):
+        by_day = {day: run for run in runs if (day := dt.datetime.fromisoformat(run["logical_date"]).date()) in days}
+        if len(by_day) == len(days) and all(run["state"] in ("success", "failed") for run in by_day.values()):
             break
         time.sleep(2)
+    return backfill, by_day
+
+
+def test_backfill_two_dates(standalone: Standalone) -> None:
+    _ensure_unpaused(standalone)
+    first, last = BACKFILL_DATES
+    t0 = time.monotonic()
+    backfill, by_day = _backfill(standalone, first, last, "e2e_backfill")
     _timing("backfill of 2 dates", time.monotonic() - t0)
-    by_day = {dt.datetime.fromisoformat(run["logical_date"]).date(): run for run in runs}
+    runs = list(by_day.values())
     assert set(by_day) == set(BACKFILL_DATES), f"backfill runs: {[(r['dag_run_id'], r['state']) for r in runs]}"
     for day, run in sorted(by_day.items()):
         assert run["state"] == "success", f"{run['dag_run_id']}: {standalone.api.describe(DAG_ID, run['dag_run_id'])}"
@@ -201,28 +209,8 @@ def test_historical_dates_load_by_hand_and_by_backfill(standalone: Standalone) -
     assert standalone.api.task_states(DAG_ID, run["dag_run_id"]) == SUCCESS_STATES
     _assert_loaded(standalone, "e2e_history", object_key(manual_day), run["dag_run_id"])
 
-    backfill = standalone.api.post(
-        "/backfills",
-        {
-            "dag_id": DAG_ID,
-            "from_date": _iso(backfill_day, 0),
-            "to_date": _iso(backfill_day, 3),
-            "dag_run_conf": {"table": "e2e_history"},
-            "reprocess_behavior": "none",
-            "max_active_runs": 1,
-        },
-    )
-    deadline = time.monotonic() + 2 * RUN_TIMEOUT
-    runs: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        runs = [
-            r
-            for r in standalone.api.get(f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})["dag_runs"]
-            if dt.datetime.fromisoformat(r["logical_date"]).date() == backfill_day
-        ]
-        if runs and all(r["state"] in ("success", "failed") for r in runs):
-            break
-        time.sleep(2)
+    backfill, by_day = _backfill(standalone, backfill_day, backfill_day, "e2e_history")
+    runs = list(by_day.values())
     assert [r["state"] for r in runs] == ["success"], backfill
     assert standalone.api.task_states(DAG_ID, runs[0]["dag_run_id"]) == SUCCESS_STATES
     _assert_loaded(standalone, "e2e_history", object_key(backfill_day), runs[0]["dag_run_id"])
