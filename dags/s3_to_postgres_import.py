@@ -12,7 +12,7 @@ import logging
 from datetime import timedelta
 from typing import Any, cast
 
-from airflow.sdk import DAG, Asset, Param, task
+from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, task
 from airflow.sdk.definitions.param import ParamsDict  # noqa: TC002 - the params' type at parse time
 
 from s3_postgres_copy import S3ToPostgresCopyOperator
@@ -171,9 +171,10 @@ def _params(context: Any) -> ParamsDict:
 with DAG(
     dag_id=DAG_ID,
     description="Bulk-load provider-directory files from S3 into PostgreSQL with COPY",
-    schedule="0 2 * * *",
     # No start_date: a run for any logical date a user picks (a manual run, a backfill of 2024)
-    # gets its tasks; with catchup=False the scheduler only creates the latest nightly run.
+    # gets its tasks. With catchup=False the scheduler creates only the latest nightly run, at
+    # once when the DAG first appears (run_immediately: without a start_date it would wait a day).
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=True),
     catchup=False,
     max_active_runs=1,  # nightly runs in date order; concurrent loads (backfills) are safe too: see sink locks
     default_args={

@@ -86,7 +86,9 @@ class TestStructure:
 
     def test_schedule_params_and_defaults(self, dag: Any) -> None:
         assert dag.max_active_runs == 1
-        assert dag.schedule == "0 2 * * *"
+        assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 2 * * *", "UTC")
+        assert dag.start_date is None  # any logical date gets its tasks
+        assert dag.timetable.run_immediately is True
         params = dag.params
         assert params["key"] == "imports/{{ ds }}/providers.jsonl.gz"
         assert params["bucket"] == "imports"

@@ -194,7 +194,7 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "
     )
     assert not result["errors"], result["errors"]
     assert result["dag"]
-    assert result["tasks"] == ["check_row_count", "load", "validate"]
+    assert result["tasks"] == ["check_row_count", "discard_stage", "load", "publish", "validate", "wait_for_objects"]
     plugins = REPO_ROOT / "plugins"
     assert Path(result["package"]).is_relative_to(plugins), f"s3_postgres_copy came from {result['package']}"
     if result["operator_file"]:
