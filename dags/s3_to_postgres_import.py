@@ -114,9 +114,11 @@ PARAMS = {
     ),
     "max_bad_rows": Param(
         0,
-        type="integer",
+        # Airflow 3.3's form checks neither "integer" nor multipleOf in its number field (2.5 gets to the
+        # server, which refuses the run); a union type makes it a checked JSON field that refuses 2.5 itself.
+        type=["integer", "boolean"],
+        **{"not": {"type": "boolean"}},
         minimum=0,
-        multipleOf=1,
         title="Max bad rows",
         description="0: the first bad record fails the load. N: up to N bad records go to <table>_rejects.",
     ),
