@@ -35,6 +35,7 @@ CHECKS = {"every_record_has_an_npi": {"check_statement": "COUNT(*) FILTER (WHERE
 # Downstream DAGs can be scheduled on this (data-aware scheduling): it is updated by every successful load.
 TABLE_ASSET = Asset("provider_directory_table")
 NAME = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+NOT_BOOLEAN: dict[str, Any] = {"not": {"type": "boolean"}}  # JSON Schema's "not" is a Python keyword
 
 DOC = """
 ### S3 → PostgreSQL bulk import
@@ -117,7 +118,7 @@ PARAMS = {
         # Airflow 3.3's form checks neither "integer" nor multipleOf in its number field (2.5 gets to the
         # server, which refuses the run); a union type makes it a checked JSON field that refuses 2.5 itself.
         type=["integer", "boolean"],
-        **{"not": {"type": "boolean"}},
+        **NOT_BOOLEAN,
         minimum=0,
         title="Max bad rows",
         description="0: the first bad record fails the load. N: up to N bad records go to <table>_rejects.",
