@@ -390,7 +390,7 @@ SQL_VARIANTS = {
 
 def _sql_run(ctx: Context, variant: str, source: str, expected: dict[str, int]) -> dict[str, Any]:
     """One upsert statement from a staging table filled like the loader's, in its own transaction, rolled back."""
-    from s3_postgres_copy.merge import STAGING, create_staging, upsert
+    from s3_postgres_copy.merge import STAGING, UPSERT_WORK_MEM, create_staging, upsert
     from s3_postgres_copy.sink import Columns, PostgresSink
 
     columns = Columns()
@@ -416,6 +416,8 @@ def _sql_run(ctx: Context, variant: str, source: str, expected: dict[str, int]) 
             statement = (_merge_statement if variant == "merge" else _prefiltered_statement)(
                 sink.table, names, columns.document
             )
+            # the work_mem the loader's upsert raises itself to, so the three compare like for like
+            conn.execute("SELECT set_config('work_mem', %s, true)", [UPSERT_WORK_MEM])
             cur = conn.execute(statement)
             if variant == "merge":
                 affected, unchanged = int(cur.rowcount), None
@@ -456,7 +458,7 @@ def _sql_run(ctx: Context, variant: str, source: str, expected: dict[str, int]) 
 
 def _explain_upsert(ctx: Context) -> dict[str, Any]:
     """``EXPLAIN (ANALYZE, BUFFERS)`` of the loader's own upsert statement over the staged rows (rolled back)."""
-    from s3_postgres_copy.merge import STAGING, create_staging, upsert
+    from s3_postgres_copy.merge import STAGING, UPSERT_WORK_MEM, create_staging, upsert
     from s3_postgres_copy.sink import Columns, PostgresSink
 
     names = [name for _, name in Columns().roles()]
@@ -481,6 +483,7 @@ def _explain_upsert(ctx: Context) -> dict[str, Any]:
 
         sink.execute = capture  # type: ignore[method-assign,assignment]
         upsert(sink, MERGE_KEY)  # only builds the statement
+        conn.execute("SELECT set_config('work_mem', %s, true)", [UPSERT_WORK_MEM])  # as upsert() runs it
         plan = [row[0] for row in conn.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS) ") + captured[-1]).fetchall()]
         conn.rollback()
     ctx.admin.execute(f"VACUUM (FREEZE) {MERGE_TABLE}")

@@ -15,6 +15,8 @@ import pytest
 from s3_postgres_copy.exceptions import BadRecordError, CheckFailedError, ConfigurationError, LoadError
 
 if TYPE_CHECKING:
+    from psycopg import sql
+
     from .helpers import IntegrationEnv
 
 
@@ -152,6 +154,37 @@ class TestMerge:
         assert (stats.rows_inserted, stats.rows_deduplicated) == (2, 1)
         rows = env.execute(f"SELECT document->>'loc', (document->>'v')::int FROM \"{table}\" ORDER BY 1")
         assert rows == [("a", 2), ("b", 1)]
+
+    @pytest.mark.parametrize(("session", "during"), [("4MB", "256MB"), ("1GB", "1GB")])
+    def test_the_upsert_runs_with_more_work_mem_and_puts_it_back(
+        self, env: IntegrationEnv, table: str, session: str, during: str
+    ) -> None:
+        from s3_postgres_copy.merge import create_staging, create_unique_index, upsert
+        from s3_postgres_copy.sink import Columns, PostgresSink
+
+        env.execute(
+            f'CREATE TABLE "{table}" (document jsonb NOT NULL, source_key text, source_etag text, '
+            "batch_id text, loaded_at timestamptz, source_line bigint)"
+        )
+        seen: list[str] = []
+        with env.connect() as conn:
+            sink = PostgresSink(conn, table, Columns())
+            create_unique_index(sink, ["npi"])
+            conn.execute("SELECT set_config('work_mem', %s, false)", [session])
+            create_staging(sink, ["npi"])
+            conn.execute('INSERT INTO s3_postgres_copy_merge (document) VALUES (\'{"npi": "1"}\')')
+            execute = sink.execute
+
+            def watched(query: sql.Composable, params: Any = None) -> Any:
+                if "WITH last AS" in query.as_string(conn):
+                    seen.append(str(conn.execute("SHOW work_mem").fetchone()[0]))  # type: ignore[index]
+                return execute(query, params)
+
+            sink.execute = watched  # type: ignore[method-assign]
+            counts = upsert(sink, ["npi"])
+            after = conn.execute("SHOW work_mem").fetchone()[0]  # type: ignore[index]
+            conn.commit()
+        assert (counts.inserted, seen, after) == (1, [during], session)
 
     @pytest.mark.parametrize(
         ("options", "message"),
