@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from s3_postgres_copy.dberrors import DRIVER_ERRORS, sqlstate
 from s3_postgres_copy.exceptions import ConfigurationError
 from s3_postgres_copy.identifiers import check_name, split_table, table_identifier
 from s3_postgres_copy.stream import open_chunks
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from s3_postgres_copy.rows import RowLayout
 
 COPY_READ_SIZE = 1 << 20
+_CREATE_SAVEPOINT = "s3_postgres_copy_create"
+_DUPLICATE_TABLE = "42P07"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +179,8 @@ class PostgresSink:
             if not create_table:
                 raise ConfigurationError(f"table {self.table_name} does not exist and create_table is False")
             self.create_lock()
-            existing = self.table_columns()
-        if existing is None:
-            self._create()
-            existing = self.table_columns() or {}
-        else:
+            existing = self._create_unless_created_meanwhile()
+        if not self.created:
             missing = [name for _, name in self.columns.roles() if name not in existing]
             if missing:
                 raise ConfigurationError(
@@ -193,12 +193,34 @@ class PostgresSink:
                 raise ConfigurationError(
                     f"table {self.quoted(self.rejects_table)} does not exist and create_table is False"
                 )
+            self.create_lock()  # two IF NOT EXISTS at once can still collide (on pg_type)
             self.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (batch_id text, source_key text, source_line bigint, "
                     "raw text, error text, rejected_at timestamptz NOT NULL DEFAULT now())"
                 ).format(self.rejects_table)
             )
+
+    def _create_unless_created_meanwhile(self) -> dict[str, str]:
+        """Create the table (under the creation lock), or find the one a concurrent load committed first.
+
+        This session looked the table up before it waited for the lock, and its catalog cache
+        may still say "missing" after the other load's commit; ``CREATE TABLE`` itself sees the
+        table (``DuplicateTable``), so it runs in a savepoint and that error means "use it".
+        Returns the table's columns; :attr:`created` says which happened.
+        """
+        self.savepoint(_CREATE_SAVEPOINT)
+        try:
+            self._create()
+        except DRIVER_ERRORS as err:
+            self.rollback_segment(_CREATE_SAVEPOINT)
+            self.created = False
+            existing = self.table_columns() if sqlstate(err) == _DUPLICATE_TABLE else None
+            if existing is None:
+                raise  # not the table (e.g. an index of that name on another table)
+            return existing
+        self.release(_CREATE_SAVEPOINT)
+        return self.table_columns() or {}
 
     def _create(self) -> None:
         defs = sql.SQL(", ").join(
