@@ -51,6 +51,7 @@ PARTS = 4
 RECORDS = 8000  # per object (~2.7 MB): a load takes seconds, so a free worker takes the next one; more than
 # the 2 MiB a load encodes in its own process, so transform_workers=2 forks its workers
 TABLE = "celery_load"
+CELERY_QUEUE = "default"  # Airflow's [operators] default_queue, the queue both workers consume
 RUN_TIMEOUT = 300.0
 COMPONENTS = ("metadatabase", "scheduler", "dag_processor")  # no triggerer in this deployment
 
@@ -99,13 +100,15 @@ def _create_celery_tables(env: dict[str, str]) -> None:
     """Create the broker's and the result backend's tables before any worker starts.
 
     Both create them on first use, and two workers starting at once race on ``CREATE SEQUENCE``
-    (one dies with a unique violation on ``pg_class``).
+    (one dies with a unique violation on ``pg_class``), then on the queue's row in ``kombu_queue``.
     """
     from celery.backends.database.session import SessionManager
     from kombu import Connection
 
     with Connection(env["AIRFLOW__CELERY__BROKER_URL"]) as broker:
-        broker.default_channel.session  # noqa: B018 - opening the session creates kombu_queue and kombu_message
+        # Opening the session creates kombu_queue and kombu_message; declaring the workers' queue
+        # adds its row, which two workers declaring it at once would both insert (a unique violation).
+        broker.default_channel.queue_declare(queue=CELERY_QUEUE)
     backend_url = env["AIRFLOW__CELERY__RESULT_BACKEND"].removeprefix("db+")
     SessionManager().session_factory(backend_url).close()  # creates celery_taskmeta and celery_tasksetmeta
 
