@@ -344,6 +344,10 @@ class TestNoOrphans:
             import os, signal, threading
             from s3_postgres_copy.workers import OrderedPool
             from test_workers import gone, nap
+            # Python keeps SIGINT ignored when it starts with it ignored, and a test run's earlier
+            # in-process Airflow code may leave it so in pytest: Ctrl-C's usual handler, whatever came in
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             pool = OrderedPool(nap, 2, start_method="fork")
             pids = pool.pids
             threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
