@@ -308,16 +308,11 @@ def _peer(ctx: Context, merge_file: MergeFile, sample: int, fixed: bool, log: Ca
 # -- SQL only: MERGE vs INSERT ... ON CONFLICT -------------------------------------------------
 def _merge_statement(target: sql.Composable, columns: list[str], document: str) -> sql.Composed:
     """PostgreSQL 15's ``MERGE`` of the staged rows (last record of a key wins, identical ones untouched)."""
-    from s3_postgres_copy.merge import SEQUENCE, STAGING, key_expressions
+    from s3_postgres_copy.merge import SEQUENCE, STAGING, key_expressions, keys_match
 
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     keys = sql.SQL(", ").join(key_expressions(document, MERGE_KEY))
-    match = sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(a, b)
-        for a, b in zip(
-            key_expressions(document, MERGE_KEY, "stored"), key_expressions(document, MERGE_KEY, "latest"), strict=True
-        )
-    )
+    match = keys_match(document, MERGE_KEY, "stored", "latest")
     sets = sql.SQL(", ").join(sql.SQL("{0} = latest.{0}").format(sql.Identifier(c)) for c in columns)
     values = sql.SQL(", ").join(sql.SQL("latest.{}").format(sql.Identifier(c)) for c in columns)
     return sql.SQL(
@@ -345,16 +340,11 @@ def _prefiltered_statement(target: sql.Composable, columns: list[str], document:
     Identical rows never reach ``ON CONFLICT``, which locks every conflicting row it looks at
     (a ``Heap/LOCK`` WAL record each) even when its ``WHERE`` leaves the row as it is.
     """
-    from s3_postgres_copy.merge import SEQUENCE, STAGING, key_expressions
+    from s3_postgres_copy.merge import SEQUENCE, STAGING, key_expressions, keys_match
 
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     keys = sql.SQL(", ").join(key_expressions(document, MERGE_KEY))
-    match = sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(a, b)
-        for a, b in zip(
-            key_expressions(document, MERGE_KEY, "stored"), key_expressions(document, MERGE_KEY, "l"), strict=True
-        )
-    )
+    match = keys_match(document, MERGE_KEY, "stored", "l")
     updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns)
     return sql.SQL(
         "WITH latest AS MATERIALIZED ("

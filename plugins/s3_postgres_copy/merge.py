@@ -86,6 +86,16 @@ def key_expressions(document: str, merge_key: Sequence[str], alias: str | None =
     return [sql.SQL("({} ->> {})").format(column, sql.Literal(field)) for field in merge_key]
 
 
+def keys_match(document: str, merge_key: Sequence[str], left: str, right: str) -> sql.Composed:
+    """``left``'s key expressions equal ``right``'s (a join condition between two aliases)."""
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(a, b)
+        for a, b in zip(
+            key_expressions(document, merge_key, left), key_expressions(document, merge_key, right), strict=True
+        )
+    )
+
+
 def index_statement(sink: PostgresSink, merge_key: Sequence[str]) -> sql.Composed:
     """``CREATE UNIQUE INDEX ... ON <table> ((document ->> 'field'), ...)``."""
     digest = zlib.crc32("\x00".join(merge_key).encode())
@@ -169,8 +179,6 @@ def upsert(sink: PostgresSink, merge_key: Sequence[str]) -> MergeCounts:
     staged_columns = sql.SQL(", ").join(sql.Identifier("staged", name) for name in names)
     document = sql.Identifier(sink.columns.document)
     keys = key_expressions(sink.columns.document, merge_key)
-    staged_keys = key_expressions(sink.columns.document, merge_key, alias="staged")
-    stored_keys = key_expressions(sink.columns.document, merge_key, alias="stored")
     updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in names)
     query = sql.SQL(
         "WITH last AS MATERIALIZED ("
@@ -193,9 +201,7 @@ def upsert(sink: PostgresSink, merge_key: Sequence[str]) -> MergeCounts:
         staging=STAGING,
         sequence=SEQUENCE,
         target=sink.table,
-        stored_match=sql.SQL(" AND ").join(
-            sql.SQL("{} = {}").format(stored, staged) for stored, staged in zip(stored_keys, staged_keys, strict=True)
-        ),
+        stored_match=keys_match(sink.columns.document, merge_key, "stored", "staged"),
         updates=updates,
         document=document,
     )
