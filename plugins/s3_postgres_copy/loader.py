@@ -206,6 +206,7 @@ class _Load:
     def prepare(self) -> None:
         """The table (and the rejects table, and the ledger) exist with the columns the load writes."""
         options, sink = self.options, self.sink
+        sink.lock_timeout, sink.lock_interval = options.lock_timeout, self.progress_interval
         sink.prepare(create_table=options.create_table, with_rejects=options.tolerant)
         if options.ledger is False:
             return

@@ -119,6 +119,10 @@ class PostgresSink:
         """Where :meth:`copy` sends rows: the target, or a staging table a mode chose."""
         self.created = False
         """Whether :meth:`prepare` created the target in this transaction (its COPY can then ``FREEZE`` rows)."""
+        self.lock_timeout: float | None = None
+        """Seconds the creation lock (:meth:`create_lock`) may be waited for (``None``: as long as it takes)."""
+        self.lock_interval = 10.0
+        """Seconds between the log lines that say who holds a lock this load waits for."""
 
     @property
     def rejects_table(self) -> sql.Identifier:
@@ -168,9 +172,20 @@ class PostgresSink:
         The key is the schema-qualified name the table would be created under (``t`` and
         ``public.t`` are the same table), as it has no OID yet.
         """
+        from s3_postgres_copy.locks import acquire, advisory_holders, key_of
+
         parts = split_table(self.table_name)
         schema = parts[0] if len(parts) == 2 else self.scalar(sql.SQL("SELECT current_schema()"))
-        self.execute(sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [f"ddl:{schema}.{parts[-1]}"])
+        lock = key_of(self, f"ddl:{schema}.{parts[-1]}")
+        acquire(
+            self,
+            sql.SQL("SELECT pg_advisory_xact_lock(%s)"),
+            [lock],
+            what=f"creating {self.table_name} (another load is creating it)",
+            holders=lambda: advisory_holders(self, lock),
+            timeout=self.lock_timeout,
+            interval=self.lock_interval,
+        )
 
     def prepare(self, *, create_table: bool, with_rejects: bool) -> None:
         """Create the tables if allowed and missing; check that the columns exist."""
