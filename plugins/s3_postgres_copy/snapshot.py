@@ -39,6 +39,7 @@ def prepare_stage(sink: PostgresSink, stage: str) -> PostgresSink:
     Returns a sink on the staging table in the same transaction.
     """
     staging = PostgresSink(sink.conn, stage, sink.columns)
+    staging.lock_timeout, staging.lock_interval = sink.lock_timeout, sink.lock_interval
     if staging.table_columns() is None:
         staging.create_lock()
         sink.execute(
